@@ -1,0 +1,26 @@
+"""ftdiag: find out why a LoRA/PEFT fine-tune gives the same output as the base model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+__all__ = ["Finding", "FtdiagError", "Report", "__version__", "audit_model", "check_adapter"]
+
+from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding, Report
+
+
+def check_adapter(*args: Any, **kwargs: Any) -> Report:
+    """Run check-adapter's layered checks on a saved adapter (see ftdiag.adapters)."""
+    from ftdiag.adapters import check_adapter as _check
+
+    return _check(*args, **kwargs)
+
+
+def audit_model(*args: Any, **kwargs: Any) -> Report:
+    """Audit an already-loaded model object in your own app (R001-R006, R009)."""
+    from ftdiag.adapters.runtime import audit_model as _audit
+
+    return _audit(*args, **kwargs)

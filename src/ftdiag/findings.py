@@ -1,0 +1,195 @@
+"""Finding codes (the public contract of ../shared/FAILURE_MODES.md), checks and reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Status = Literal["pass", "info", "warn", "fail", "skip"]
+
+
+@dataclass(frozen=True)
+class CodeInfo:
+    """One row of the finding-code table."""
+
+    code: str
+    severity: str  # default severity: fail / warn / info
+    layer: str  # S R G L D
+    name: str
+    title: str
+
+
+def _c(code: str, sev: str, layer: str, name: str, title: str) -> CodeInfo:
+    return CodeInfo(code, sev, layer, name, title)
+
+
+CODES: dict[str, CodeInfo] = {
+    c.code: c
+    for c in [
+        _c("A001", "fail", "S", "adapter-missing", "adapter files missing"),
+        _c("A002", "fail", "S", "adapter-empty", "adapter weights empty"),
+        _c("A003", "fail", "S", "adapter-untrained", "every lora_B is zero"),
+        _c("A004", "fail", "S", "adapter-nonfinite", "NaN/Inf in adapter"),
+        _c("A005", "warn", "S", "tiny-delta", "update too small to matter"),
+        _c("A006", "fail", "S", "keys-unmatched", "adapter keys do not map onto the base"),
+        _c("A007", "fail", "S", "targets-unmatched", "target_modules match nothing"),
+        _c("A008", "fail", "S", "base-mismatch", "adapter built for another base"),
+        _c("A009", "fail", "S", "vocab-mismatch", "vocabulary size disagrees"),
+        _c("A010", "warn", "S", "partially-trained", "some layers untrained"),
+        _c("R001", "fail", "R", "adapter-not-injected", "no LoRA layers in the model"),
+        _c("R002", "fail", "R", "adapter-inactive", "LoRA layers disabled or inactive"),
+        _c("R003", "warn", "R", "train-mode", "model in training mode"),
+        _c("R004", "fail", "R", "base-arm-contaminated", "'base' object carries LoRA layers"),
+        _c("R005", "fail", "R", "no-output-effect", "adapter does not change the logits"),
+        _c("R006", "fail", "R", "loaded-differs-from-disk", "loaded LoRA weights differ from file"),
+        _c("R007", "warn", "R", "quantized-merge", "merge into a low-precision base"),
+        _c("R008", "warn", "R", "sampling-enabled", "generation samples"),
+        _c("R009", "warn", "R", "pad-is-eos", "pad token equals eos token"),
+        _c("R010", "warn", "R", "template-mismatch", "prompt template differs from training"),
+        _c("B001", "fail", "G", "identical-outputs", "base and adapter outputs identical"),
+        _c("B002", "fail", "G", "merged-diverges", "merged model disagrees with adapter"),
+        _c("B003", "warn", "G", "runaway-generation", "outputs hit max_new_tokens"),
+        _c("B004", "warn", "G", "batch-inconsistent", "batched output differs from single"),
+        _c("L001", "fail", "L", "no-loss-log", "no readable loss records"),
+        _c("L002", "fail", "L", "loss-not-decreasing", "training loss did not decrease"),
+        _c("L003", "warn", "L", "loss-diverging", "loss rises or spikes"),
+        _c("L004", "fail", "L", "loss-nonfinite", "NaN/Inf in loss or grad_norm"),
+        _c("L005", "warn", "L", "overfitting", "eval loss rises while train falls"),
+        _c("L006", "warn", "L", "too-few-steps", "too few optimizer steps"),
+        _c("L007", "fail", "L", "zero-loss", "loss exactly zero"),
+        _c("L008", "info", "L", "no-eval", "no eval loss logged"),
+        _c("D001", "warn", "D", "small-dataset", "few training examples"),
+        _c("D002", "fail", "D", "no-trainable-labels", "examples with no trainable labels"),
+        _c("D003", "warn", "D", "eos-not-trained", "EOS not among trained labels"),
+        _c("D004", "warn", "D", "eval-leak", "eval titles also in train"),
+    ]
+}
+
+LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data"}
+_RANK = {"skip": -1, "pass": 0, "info": 1, "warn": 2, "fail": 3}
+
+
+@dataclass
+class Finding:
+    """One check's outcome: a code, a status and its evidence.
+
+    status "pass"/"skip" rows are shown in reports as checks that ran clean or were skipped;
+    "info"/"warn"/"fail" rows are findings in the contract's sense.
+    """
+
+    code: str
+    status: Status
+    message: str
+    hint: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    check: str = ""  # human name of the check when it differs from the code's title
+
+    @property
+    def title(self) -> str:
+        info = CODES.get(self.code)
+        return info.title if info else self.check
+
+    @property
+    def severity(self) -> str:
+        return self.status
+
+    @property
+    def is_finding(self) -> bool:
+        return self.status in ("info", "warn", "fail")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "severity": self.status,
+            "title": self.title,
+            "message": self.message,
+            "hint": self.hint,
+            "evidence": _jsonable(self.evidence),
+        }
+
+
+def finding(code: str, message: str, *, hint: str = "", status: Status | None = None,
+            **evidence: Any) -> Finding:
+    """A finding for `code` with the table's default severity unless `status` is given."""
+    if code not in CODES:
+        raise KeyError(f"unknown finding code {code}")
+    return Finding(code, status or CODES[code].severity, message, hint, evidence)  # type: ignore[arg-type]
+
+
+def passed(code: str, message: str, **evidence: Any) -> Finding:
+    """A check for `code` that ran and found nothing wrong."""
+    return Finding(code, "pass", message, "", evidence)
+
+
+def verdict_of(findings: list[Finding]) -> str:
+    """fail if any fail finding, else warn if any warn finding, else pass."""
+    worst = max((_RANK[f.status] for f in findings), default=0)
+    return {3: "fail", 2: "warn"}.get(worst, "pass")
+
+
+@dataclass
+class Report:
+    """What every command returns: checks run (with findings among them) and a verdict."""
+
+    command: str
+    checks: list[Finding] = field(default_factory=list)
+    layers_run: list[str] = field(default_factory=list)
+    layers_skipped: dict[str, str] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def findings(self) -> list[Finding]:
+        return [c for c in self.checks if c.is_finding]
+
+    @property
+    def verdict(self) -> str:
+        return verdict_of(self.checks)
+
+    def codes(self) -> set[str]:
+        """Codes of warn/fail/info findings (what tests and CI gate on)."""
+        return {f.code for f in self.findings}
+
+    def add(self, *items: Finding) -> None:
+        self.checks.extend(items)
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 pass (or warn without strict), 1 fail (or warn with strict)."""
+        v = self.verdict
+        return 1 if v == "fail" or (strict and v == "warn") else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from ftdiag import __version__
+
+        return {
+            "tool": "ftdiag",
+            "version": __version__,
+            "command": self.command,
+            "verdict": self.verdict,
+            "findings": [f.to_dict() for f in self.findings],
+            "checks": [{**f.to_dict(), "status": f.status} for f in self.checks],
+            "layers": {"run": self.layers_run, "skipped": self.layers_skipped},
+            "details": _jsonable(self.details),
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    """Make dataclasses, paths, tuples and numpy/torch scalars JSON-serialisable."""
+    import math
+    from pathlib import Path
+
+    if hasattr(value, "__dataclass_fields__"):
+        return _jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if hasattr(value, "item") and callable(value.item):
+        try:
+            return _jsonable(value.item())
+        except (ValueError, RuntimeError):
+            return str(value)
+    return value

@@ -1,0 +1,1 @@
+"""Renderers: the only code that knows about Rich, JSON, Markdown, HTML and JUnit."""

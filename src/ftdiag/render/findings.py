@@ -1,0 +1,58 @@
+"""Rich rendering of any Report: one row per check, then the verdict line."""
+
+from __future__ import annotations
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ftdiag.findings import Finding, Report
+
+MARKS = {"pass": ("✓", "green"), "info": ("ℹ", "cyan"), "warn": ("⚠", "yellow"),
+         "fail": ("✗", "red"), "skip": ("–", "dim")}
+VERDICT_STYLE = {"pass": "bold green", "warn": "bold yellow", "fail": "bold red"}
+
+
+def mark(status: str) -> Text:
+    symbol, style = MARKS.get(status, ("?", ""))
+    return Text(symbol, style=style)
+
+
+def checks_table(checks: list[Finding], title: str | None = None) -> Table:
+    """Table of checks: mark, code, check, evidence, hint."""
+    table = Table(title=title, show_lines=False, expand=False, title_justify="left")
+    table.add_column("", width=1)
+    table.add_column("code", style="bold", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("evidence", overflow="fold")
+    table.add_column("hint", style="dim", overflow="fold")
+    for f in checks:
+        table.add_row(mark(f.status), f.code, f.title, f.message, f.hint)
+    return table
+
+
+def verdict_text(report: Report) -> Text:
+    v = report.verdict
+    counts = {s: sum(1 for f in report.checks if f.status == s) for s in ("fail", "warn", "info")}
+    summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no findings"
+    text = Text("verdict: ", style="bold")
+    text.append(v.upper(), style=VERDICT_STYLE[v])
+    text.append(f"  ({summary}; {len(report.checks)} checks")
+    if report.layers_skipped:
+        skipped = "; ".join(f"{k} skipped: {why}" for k, why in report.layers_skipped.items())
+        text.append(f"; {skipped}")
+    text.append(")")
+    return text
+
+
+def print_report(report: Report, console: Console, title: str | None = None) -> None:
+    """The standard report: checks table then verdict line."""
+    if report.checks:
+        console.print(checks_table(report.checks, title))
+    console.print(verdict_text(report))
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(report.to_dict(), indent=2)

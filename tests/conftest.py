@@ -1,0 +1,51 @@
+"""Shared fixtures: tiny random models built in-process, FTDIAG_CACHE in a temp dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from ftdiag import tiny
+
+REAL_CACHE = Path(os.environ.get("FTDIAG_CACHE") or Path.home() / ".cache" / "ftdiag")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Every test gets its own FTDIAG_CACHE, except slow tests (they share the converted model)."""
+    if request.node.get_closest_marker("slow"):
+        monkeypatch.setenv("FTDIAG_CACHE", str(REAL_CACHE))
+    else:
+        monkeypatch.setenv("FTDIAG_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama base model folder (model + tokenizer)."""
+    return tiny.save_base(tmp_path_factory.mktemp("tiny-llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random GPT-2 base model folder (Conv1D c_attn)."""
+    return tiny.save_base(tmp_path_factory.mktemp("tiny-gpt2"), "gpt2")
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A healthy LoRA adapter trained for a few steps on the tiny Llama."""
+    return tiny.train_toy_adapter(tiny_llama, tmp_path_factory.mktemp("adapter") / "adapter")
+
+
+@pytest.fixture(scope="session")
+def trained_gpt2_adapter(tiny_gpt2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A healthy LoRA adapter trained for a few steps on the tiny GPT-2."""
+    return tiny.train_toy_adapter(tiny_gpt2, tmp_path_factory.mktemp("adapter-gpt2") / "adapter")

