@@ -19,7 +19,9 @@ REAL_CACHE = Path(os.environ.get("FTDIAG_CACHE") or Path.home() / ".cache" / "ft
 
 
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+def _isolated_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     """Every test gets its own FTDIAG_CACHE, except slow tests (they share the converted model)."""
     if request.node.get_closest_marker("slow"):
         monkeypatch.setenv("FTDIAG_CACHE", str(REAL_CACHE))
