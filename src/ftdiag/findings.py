@@ -50,6 +50,7 @@ CODES: dict[str, CodeInfo] = {
         _c("B002", "fail", "G", "merged-diverges", "merged model disagrees with adapter"),
         _c("B003", "warn", "G", "runaway-generation", "outputs hit max_new_tokens"),
         _c("B004", "warn", "G", "batch-inconsistent", "batched output differs from single"),
+        _c("B005", "warn", "G", "no-improvement", "adapter not closer to references than base"),
         _c("L001", "fail", "L", "no-loss-log", "no readable loss records"),
         _c("L002", "fail", "L", "loss-not-decreasing", "training loss did not decrease"),
         _c("L003", "warn", "L", "loss-diverging", "loss rises or spikes"),
@@ -64,6 +65,9 @@ CODES: dict[str, CodeInfo] = {
         _c("D004", "warn", "D", "eval-leak", "eval titles also in train"),
     ]
 }
+
+# Codes ftdiag added after the contract's first table (next free number in their family).
+ADDED_CODES = frozenset({"B005"})
 
 LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data"}
 _RANK = {"skip": -1, "pass": 0, "info": 1, "warn": 2, "fail": 3}
