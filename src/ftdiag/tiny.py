@@ -67,7 +67,7 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
 
 
 def build_model(arch: str = "llama", vocab_size: int = 384, seed: int = 0,
-                layers: int = 2, hidden: int = 32) -> PreTrainedModel:
+                layers: int = 2, hidden: int = 32, init: float = 0.2) -> PreTrainedModel:
     """A tiny random causal LM: 'llama' (q/k/v/o + MLP projections) or 'gpt2' (Conv1D c_attn)."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
@@ -78,12 +78,14 @@ def build_model(arch: str = "llama", vocab_size: int = 384, seed: int = 0,
         cfg = LlamaConfig(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
             num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-            max_position_embeddings=512, tie_word_embeddings=False, **ids,
+            max_position_embeddings=512, tie_word_embeddings=False, initializer_range=init,
+            **ids,
         )
         model: PreTrainedModel = LlamaForCausalLM(cfg)
     elif arch == "gpt2":
         cfg = GPT2Config(
             vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=512,
+            initializer_range=init,
             **ids,
         )
         model = GPT2LMHeadModel(cfg)

@@ -29,7 +29,7 @@ def checks_table(checks: list[Finding], title: str | None = None) -> Table:
     table.add_column("evidence", overflow="fold")
     table.add_column("hint", style="dim", overflow="fold")
     for f in checks:
-        table.add_row(mark(f.status), f.code, f.title, f.message, f.hint)
+        table.add_row(mark(f.status), f.code, Text(f.title), Text(f.message), Text(f.hint))
     return table
 
 

@@ -1,0 +1,265 @@
+"""`doctor`: loss-report → check-adapter → ab-test → merged check on one run dir, one model load.
+
+Ends with the seed's success criteria as a checklist and the most likely causes, ranked.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftdiag.causes import RankedCause, rank_causes
+from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.records import Record, read_records
+from ftdiag.templates import read_meta
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[str], None]
+
+
+@dataclass
+class Criterion:
+    """One of the seed's success criteria, judged with evidence."""
+
+    name: str
+    ok: bool | None  # None: could not be judged (layer skipped)
+    evidence: str
+
+
+@dataclass
+class DoctorResult:
+    """Everything doctor found: one combined report plus each layer's own result."""
+
+    report: Report
+    run_dir: Path
+    adapter_dir: Path | None
+    criteria: list[Criterion] = field(default_factory=list)
+    causes: list[RankedCause] = field(default_factory=list)
+    sections: dict[str, Any] = field(default_factory=dict)  # loss/check/ab: Report or ABResult
+
+
+def find_adapter_dir(run_dir: Path) -> Path | None:
+    """The final adapter of a run: top level, else `adapter/`/`final/`, else newest checkpoint."""
+    for cand in (run_dir, run_dir / "adapter", run_dir / "final"):
+        if (cand / "adapter_config.json").is_file():
+            return cand
+    checkpoints = sorted(
+        (p for p in run_dir.glob("checkpoint-*") if (p / "adapter_config.json").is_file()),
+        key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1,
+    )
+    return checkpoints[-1] if checkpoints else None
+
+
+def pick_titles(run_dir: Path, titles: Path | None, n: int, seed: int = 0) -> list[Record]:
+    """`--titles`, else the titles `ftdiag train` recorded, else its data file; n sampled."""
+    records: list[Record] = []
+    if titles is not None:
+        records = read_records(titles)
+    elif (run_dir / "train_examples.jsonl").is_file():
+        records = read_records(run_dir / "train_examples.jsonl")
+    else:
+        data = read_meta(run_dir).get("data") or {}
+        path = data.get("path")
+        if path and Path(path).is_file():
+            records = read_records(path, data.get("title_field"), data.get("text_field"))
+    records = [r for r in records if r.title.strip()]
+    if len(records) > n:
+        records = random.Random(seed).sample(records, n)
+    return records
+
+
+def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
+               n: int = 16, max_new_tokens: int = 96, stage: Stage | None = None,
+               progress: Callable[[int, int], None] | None = None) -> DoctorResult:
+    """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise FtdiagError(f"run dir not found: {run_dir}" if not run_dir.exists()
+                          else f"{run_dir} is a file, expected a training output dir")
+    say = stage or (lambda _msg: None)
+    report = Report("doctor")
+    result = DoctorResult(report, run_dir, find_adapter_dir(run_dir))
+    meta = read_meta(run_dir)
+    base = base or meta.get("base")
+
+    say("loss-report")
+    loss = _loss_layer(run_dir)
+    result.sections["loss"] = loss
+    _absorb(report, loss, "L")
+
+    say("check-adapter")
+    adapter_dir = result.adapter_dir
+    if adapter_dir is None:
+        report.add(finding("A001", f"no adapter_config.json in {run_dir} or its checkpoints"))
+        report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
+        return _finish(result)
+    from ftdiag.adapters import check_adapter
+    from ftdiag.adapters.static import run_static
+
+    static = run_static(adapter_dir, _base_dir(base))
+    if static.verdict == "fail":
+        result.sections["check"] = static
+        _absorb(report, static, "S")
+        report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
+        return _finish(result)
+    from ftdiag.models import load_adapter, load_base
+
+    say("loading base + adapter (once)")
+    loaded = load_base(base or _adapter_base(adapter_dir))
+    model = load_adapter(loaded, adapter_dir)
+    check = check_adapter(adapter_dir, base=str(loaded.model_dir), model=model,
+                          tokenizer=loaded.tokenizer)
+    result.sections["check"] = check
+    _absorb(report, check, "SR")
+
+    records = pick_titles(run_dir, Path(titles) if titles else None, n)
+    if not records:
+        report.layers_skipped["G"] = "no titles: pass --titles FILE"
+        return _finish(result)
+    say(f"ab-test on {len(records)} titles")
+    from ftdiag.abtest import ABConfig, run_ab_test
+
+    merged = run_dir / "merged"
+    cfg = ABConfig(adapter_dir=adapter_dir, base=str(loaded.model_dir),
+                   merged_dir=merged if (merged / "config.json").is_file() else None,
+                   max_new_tokens=max_new_tokens)
+    ab = run_ab_test(cfg, records, model=model, tokenizer=loaded.tokenizer, progress=progress)
+    result.sections["ab"] = ab
+    _absorb(report, ab.report, "G")
+    report.add(_improvement_check(ab.summary))
+    return _finish(result)
+
+
+def _base_dir(base: str | None) -> Path | None:
+    from ftdiag.models import resolve_model_dir
+
+    return resolve_model_dir(base) if base else None
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    import json
+
+    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    name = cfg.get("base_model_name_or_path")
+    if not name:
+        raise FtdiagError("the adapter does not name its base model", hint="pass --base MODEL")
+    return str(name)
+
+
+def _loss_layer(run_dir: Path) -> Report:
+    from ftdiag.convergence import loss_report
+
+    try:
+        return loss_report([run_dir])
+    except FtdiagError as exc:
+        rep = Report("loss-report")
+        rep.add(finding("L001", exc.message, hint="doctor reads trainer_state.json in RUN_DIR"))
+        return rep
+
+
+def _absorb(report: Report, part: Report, layers: str) -> None:
+    """Append a layer's checks (dropping exact duplicates) and its layer bookkeeping."""
+    seen = {(c.code, c.status, c.message) for c in report.checks}
+    report.add(*(c for c in part.checks if (c.code, c.status, c.message) not in seen))
+    for layer in part.layers_run or list(layers):
+        if layer not in report.layers_run:
+            report.layers_run.append(layer)
+    report.layers_skipped.update(part.layers_skipped)
+
+
+def _improvement_check(summary: dict[str, Any]) -> Finding:
+    """B005: the adapter should be closer to the references than the base (ROUGE-L, NLL)."""
+    rouge, nll = summary.get("rouge_l") or {}, summary.get("ref_nll") or {}
+    if "adapter" not in rouge or "adapter" not in nll:
+        return Finding("B005", "skip", "no references to compare against")
+    better_rouge = rouge["adapter"] > rouge["base"]
+    better_nll = nll["adapter"] < nll["base"]
+    msg = (f"ROUGE-L base {rouge['base']:.3f} → adapter {rouge['adapter']:.3f}; "
+           f"reference NLL base {nll['base']:.3f} → adapter {nll['adapter']:.3f}")
+    if better_rouge and better_nll:
+        return passed("B005", msg, rouge_l=rouge, ref_nll=nll)
+    return finding("B005", msg, rouge_l=rouge, ref_nll=nll,
+                   hint="train longer or on more records; check the template matches training")
+
+
+def _finish(result: DoctorResult) -> DoctorResult:
+    result.criteria = judge_criteria(result)
+    result.causes = rank_causes(result.report.findings)
+    result.report.details = {
+        "run_dir": str(result.run_dir),
+        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
+        "criteria": [c.__dict__ for c in result.criteria],
+        "causes": [{"rank": c.rank, "cause": c.cause.title, "key": c.cause.key,
+                    "severity": c.severity, "evidence": c.evidence,
+                    "next_step": c.cause.next_step} for c in result.causes],
+        "sections": {k: (v.report if hasattr(v, "report") else v).to_dict()
+                     for k, v in result.sections.items()},
+    }
+    if "ab" in result.sections:
+        result.report.details["ab"] = {"summary": result.sections["ab"].summary}
+    return result
+
+
+def _codes(part: Any) -> set[str]:
+    if part is None:
+        return set()
+    rep = part.report if hasattr(part, "report") else part
+    return {f.code for f in rep.findings if f.status in ("fail", "warn")}
+
+
+def judge_criteria(result: DoctorResult) -> list[Criterion]:
+    """The seed's four success criteria, each ✓/✗ with evidence (None when not judged)."""
+    s = result.sections
+    crit: list[Criterion] = []
+    check = s.get("check")
+    if check is None or "R" not in check.layers_run:
+        crit.append(Criterion("PEFT active in the loaded model", None, "runtime layer not run"))
+    else:
+        bad = _codes(check) & {"R001", "R002", "R003", "R004", "R006"}
+        crit.append(Criterion("PEFT active in the loaded model", not bad,
+                              "R001–R004, R006 clean: adapter loaded, active, eval mode"
+                              if not bad else "findings: " + ", ".join(sorted(bad))))
+    ab = s.get("ab")
+    if ab is None:
+        crit.append(Criterion("outputs differ (greedy, fixed seed)", None, "generation not run"))
+        crit.append(Criterion("adapter more detailed/specific", None, "generation not run"))
+    else:
+        sm = ab.summary
+        differ = sm["n"] - sm["identical"]
+        crit.append(Criterion("outputs differ (greedy, fixed seed)", differ > 0,
+                              f"{differ}/{sm['n']} titles differ between base and adapter"))
+        crit.append(_detail_criterion(sm))
+    loss = s.get("loss")
+    d = (loss.details if loss is not None else {}) or {}
+    lost = _codes(loss) & {"L001", "L002", "L004", "L007"}
+    rel = d.get("relative_decrease")
+    start, end = d.get("start_loss", float("nan")), d.get("end_loss", float("nan"))
+    evidence = (f"loss {start:.3f} → {end:.3f} ({rel:+.0%} decrease)"
+                if isinstance(rel, float) else "no loss figures")
+    crit.append(Criterion("loss decreased during training",
+                          not lost and isinstance(rel, float) and rel > 0,
+                          evidence if not lost else f"{evidence}; " + ", ".join(sorted(lost))))
+    return crit
+
+
+def _detail_criterion(sm: dict[str, Any]) -> Criterion:
+    length = sm.get("mean_new_tokens") or {}
+    rouge, nll = sm.get("rouge_l") or {}, sm.get("ref_nll") or {}
+    parts = [f"mean length {length.get('base', 0):.1f} → {length.get('adapter', 0):.1f} tokens"]
+    runaway = sm.get("hit_max_share") or {}
+    # Longer is the seed's criterion; a base that never stops is not "more detailed".
+    ok = (length.get("adapter", 0) >= length.get("base", 0)
+          or runaway.get("base", 0) > runaway.get("adapter", 0))
+    if "adapter" in rouge:
+        parts.append(f"ROUGE-L {rouge['base']:.3f} → {rouge['adapter']:.3f}")
+        ok = ok and rouge["adapter"] > rouge["base"]
+    if "adapter" in nll:
+        parts.append(f"ref NLL {nll['base']:.3f} → {nll['adapter']:.3f}")
+        ok = ok and nll["adapter"] < nll["base"]
+    return Criterion("adapter more detailed/specific than base", ok, "; ".join(parts))

@@ -1,0 +1,57 @@
+"""Render the demo: training summary, doctor, the seed's bug next to the correct comparison."""
+
+from __future__ import annotations
+
+from rich.columns import Columns
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+
+from ftdiag.demo import DemoResult
+from ftdiag.render.doctor import print_doctor
+from ftdiag.render.findings import checks_table, verdict_text
+
+NEXT_COMMANDS = """\
+ftdiag check-adapter YOUR_ADAPTER --base YOUR_BASE          # static + runtime checks
+ftdiag ab-test --adapter YOUR_ADAPTER --titles titles.txt  # greedy base vs adapter
+ftdiag loss-report YOUR_RUN_DIR                            # did the loss go down?
+ftdiag doctor YOUR_RUN_DIR --report report.html            # all of it, ranked causes
+ftdiag train --data trn.json --out RUN                     # LoRA run that says if it learned"""
+
+
+def _clip(text: str, n: int = 400) -> str:
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def print_demo(result: DemoResult, console: Console) -> None:
+    t = result.train
+    console.rule("[bold]1. training")
+    console.print(
+        f"adapter: {t.adapter_dir}  steps {t.steps}  tokens {t.tokens}  "
+        f"{t.seconds:.0f}s ({t.tokens_per_s:.0f} tok/s)  "
+        f"loss {t.first_loss:.3f} → {t.last_loss:.3f}"
+    )
+    console.rule("[bold]2. doctor on the trained run")
+    print_doctor(result.doctor, console)
+    bug = result.seed_bug
+    console.rule("[bold]3. the seed's bug, reproduced")
+    console.print(f"title: [bold]{bug.title}[/]")
+    same = "[red]IDENTICAL[/]" if bug.naive_identical else "[green]different[/]"
+    naive = Panel(
+        Text.assemble(("'base' (the object PEFT mutated):\n", "bold"), _clip(bug.naive_base),
+                      ("\n\n'fine-tuned':\n", "bold"), _clip(bug.naive_adapter)),
+        title=f"what the notebook did → {same}", border_style="red",
+    )
+    right_same = bug.correct_base == bug.naive_adapter
+    correct = Panel(
+        Text.assemble(("base (disable_adapter()):\n", "bold"), _clip(bug.correct_base),
+                      ("\n\nadapter:\n", "bold"), _clip(bug.naive_adapter)),
+        title="the correct comparison → " + ("identical" if right_same else "different"),
+        border_style="green",
+    )
+    console.print(Columns([naive, correct], equal=True, expand=True))
+    title = "ftdiag.audit_model on the notebook's objects"
+    console.print(checks_table(bug.audit.findings, title=title))
+    console.rule("[bold]4. your turn")
+    console.print(NEXT_COMMANDS, markup=False, highlight=False)
+    console.print(verdict_text(result.report))

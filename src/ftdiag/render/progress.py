@@ -1,0 +1,48 @@
+"""A Rich progress display on stderr for multi-stage commands (doctor, demo)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from ftdiag.render.console import err
+
+StageFn = Callable[[str], None]
+ProgressFn = Callable[[int, int], None]
+
+
+@contextlib.contextmanager
+def stage_progress(enabled: bool = True) -> Iterator[tuple[StageFn, ProgressFn]]:
+    """Yield (stage(name), progress(done, total)) callbacks drawing one bar per stage."""
+    if not enabled:
+        yield (lambda _n: None), (lambda _d, _t: None)
+        return
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+               MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err(), transient=False) as bar:
+        current: list[int] = []
+
+        def stage(name: str) -> None:
+            if current:
+                task = bar.tasks[current[-1]]
+                bar.update(current[-1], total=task.total or 1, completed=task.total or 1)
+            current.append(bar.add_task(name, total=None))
+
+        def progress(done: int, total: int) -> None:
+            if current:
+                bar.update(current[-1], completed=done, total=total)
+
+        yield stage, progress
+        if current:
+            task = bar.tasks[current[-1]]
+            bar.update(current[-1], total=task.total or 1, completed=task.total or 1)
