@@ -1,0 +1,170 @@
+"""Runtime measurements on a live PEFT model: logit probe (R005) and loaded-vs-disk (R006)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROBE_TITLES = ["Stainless steel water bottle", "Wireless bluetooth headphones",
+                "Organic cotton t-shirt"]
+
+
+@dataclass
+class ProbeResult:
+    """Adapter-on vs adapter-off next-token logits over the probe prompts."""
+
+    max_abs_diff: float
+    mean_kl: float
+    greedy_changed: int
+    prompts: int
+    per_prompt: list[dict[str, Any]] = field(default_factory=list)
+
+
+def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
+    """Product titles rendered with the default template and the recorded one (if any)."""
+    from ftdiag.errors import FtdiagError
+    from ftdiag.templates import load_template, recorded_template
+
+    templates = [load_template()]
+    if adapter_dir is not None and (rec := recorded_template(adapter_dir)) is not None:
+        templates.insert(0, rec)
+    prompts: list[str] = []
+    for tpl in templates:
+        for title in PROBE_TITLES:
+            with contextlib.suppress(FtdiagError):
+                text = tpl.render(title, tokenizer)
+                if text not in prompts:
+                    prompts.append(text)
+    return prompts
+
+
+def lora_layers(model: Any) -> list[tuple[str, Any]]:
+    """(name, module) of every PEFT tuner layer inside `model`."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+
+
+@contextlib.contextmanager
+def preserved_state(model: Any) -> Iterator[None]:
+    """Eval mode during the probe; afterwards train flags and adapter switches restored."""
+    training = {m: m.training for m in model.modules()}
+    layers = [m for _, m in lora_layers(model)]
+    disabled = {m: getattr(m, "_disable_adapters", False) for m in layers}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, t in training.items():
+            m.training = t
+        for m, d in disabled.items():
+            if getattr(m, "_disable_adapters", d) != d:
+                m._disable_adapters = d
+
+
+@contextlib.contextmanager
+def adapters_off(model: Any) -> Iterator[None]:
+    """The base arm: PeftModel.disable_adapter(), or switch the tuner layers off directly."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield
+        return
+    layers = [m for _, m in lora_layers(model)]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m in layers:
+            m.enable_adapters(True)
+
+
+def _last_logits(model: Any, tokenizer: Any, text: str) -> Any:
+    import torch
+
+    device = next(model.parameters()).device
+    enc = tokenizer(text, return_tensors="pt")
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"].to(device),
+                    attention_mask=enc["attention_mask"].to(device))
+    return out.logits[0, -1].float().cpu()
+
+
+def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
+    """Next-token logits with the adapter as it is now vs inside adapters_off()."""
+    import torch
+
+    rows: list[dict[str, Any]] = []
+    with preserved_state(model):
+        on = [_last_logits(model, tokenizer, p) for p in prompts]
+        with adapters_off(model):
+            off = [_last_logits(model, tokenizer, p) for p in prompts]
+    for prompt, a, b in zip(prompts, on, off, strict=True):
+        la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+        kl = float((la.exp() * (la - lb)).sum())
+        rows.append({"prompt": prompt[-60:], "max_abs_diff": float((a - b).abs().max()),
+                     "kl": kl, "greedy_adapter": int(a.argmax()), "greedy_base": int(b.argmax())})
+    return ProbeResult(
+        max_abs_diff=max((r["max_abs_diff"] for r in rows), default=0.0),
+        mean_kl=sum(r["kl"] for r in rows) / max(len(rows), 1),
+        greedy_changed=sum(r["greedy_adapter"] != r["greedy_base"] for r in rows),
+        prompts=len(rows), per_prompt=rows)
+
+
+@dataclass
+class DiskMatch:
+    """How one loaded adapter's LoRA weights compare with the adapter file."""
+
+    adapter: str
+    dropped: list[str]  # on disk, not in the model
+    differing: list[str]  # present in both, values differ
+    max_diff: float
+    compared: int
+
+    @property
+    def ok(self) -> bool:
+        return not self.dropped and not self.differing and self.compared > 0
+
+
+def compare_with_disk(model: Any, adapter_dir: str | Path) -> list[DiskMatch]:
+    """Per adapter of the PeftModel: on-disk LoRA tensors it lacks or holds differently."""
+    import torch
+    from peft.utils import get_peft_model_state_dict
+
+    from ftdiag.adapters.files import read_adapter
+    from ftdiag.adapters.keys import LORA_RE
+
+    files = read_adapter(adapter_dir)
+    if files.weights is None:
+        return []
+    disk = {k: t for k, t in files.tensors() if LORA_RE.match(k)}
+    out: list[DiskMatch] = []
+    for name in getattr(model, "peft_config", {}):
+        live = get_peft_model_state_dict(model, adapter_name=name, save_embedding_layers=False)
+        dropped = [k for k in disk if k not in live]
+        differing: list[str] = []
+        worst = 0.0
+        for k, t in disk.items():
+            if k not in live:
+                continue
+            a, b = torch.from_numpy(np.array(t)), live[k].detach().float().cpu()
+            if a.shape != b.shape:
+                differing.append(k)
+                worst = math.inf
+                continue
+            d = float((a - b).abs().max()) if a.numel() else 0.0
+            worst = max(worst, d)
+            scale = float(a.abs().max()) if a.numel() else 0.0
+            if not torch.isfinite(torch.tensor(d)) or d > 1e-2 * scale + 1e-6:
+                differing.append(k)
+        out.append(DiskMatch(name, dropped, differing, worst, len(disk) - len(dropped)))
+    return out

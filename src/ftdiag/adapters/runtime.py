@@ -1,0 +1,228 @@
+"""Layer R of check-adapter: audit a live model object (R001-R006, R008, R009)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ftdiag.adapters.probe import (
+    DiskMatch,
+    compare_with_disk,
+    default_probes,
+    logit_probe,
+    lora_layers,
+)
+from ftdiag.findings import Finding, Report, finding, passed
+
+log = logging.getLogger(__name__)
+
+LOGIT_TOL = 1e-4
+
+
+def audit_model(model: Any, base: Any = None, tokenizer: Any = None,
+                probes: list[str] | None = None, adapter_dir: str | Path | None = None, *,
+                logit_tol: float = LOGIT_TOL) -> Report:
+    """Check a loaded (PEFT) model as your app holds it: injected, active, eval, has an effect."""
+    report = Report("check-adapter", layers_run=["R"])
+    layers = lora_layers(model)
+    status = _peft_status(model)
+    matches = compare_with_disk(model, adapter_dir) if adapter_dir and layers else []
+    lines = _status_lines(model, status, matches, adapter_dir)
+    rt: dict[str, Any] = {"status": lines, "lora_layers": len(layers)}
+    report.details["runtime"] = rt
+    report.add(_injected(model, layers, matches), _active(status, matches, layers),
+               _train_mode(model), _contaminated(model, base))
+    report.add(_effect(model, tokenizer, probes, adapter_dir, layers, status, rt, logit_tol))
+    report.add(_on_disk(matches, adapter_dir, layers), _sampling(model))
+    report.add(_pad_is_eos(tokenizer, adapter_dir))
+    return report
+
+
+def _peft_status(model: Any) -> dict[str, Any]:
+    """peft's get_model_status as a dict ({} when the object is not a tuner model)."""
+    from dataclasses import asdict
+
+    from peft.peft_model import get_model_status
+
+    try:
+        return asdict(get_model_status(model))
+    except (TypeError, AttributeError, ValueError) as exc:
+        log.debug("get_model_status failed: %s", exc)
+        return {}
+
+
+def _status_lines(model: Any, st: dict[str, Any], matches: list[DiskMatch],
+                  adapter_dir: str | Path | None) -> list[dict[str, Any]]:
+    """The runtime status lines: each a name, a true/false value and its evidence."""
+    names = list(getattr(model, "peft_config", {}) or {})
+    good = [m.adapter for m in matches if m.ok]
+    loaded = (f"{adapter_dir} (matches adapter {good[0]!r})" if good else
+              f"{adapter_dir}: no adapter in the model matches the file" if adapter_dir else
+              "no adapter_dir given")
+    merged = st.get("merged_adapters", [])
+    return [
+        {"name": "adapter loaded from path", "value": bool(good), "evidence": loaded},
+        {"name": "PEFT config present", "value": bool(names), "evidence": ", ".join(names) or "-"},
+        {"name": "active adapters", "value": st.get("active_adapters") not in ([], "irregular",
+                                                                               None),
+         "evidence": str(st.get("active_adapters", "-"))},
+        {"name": "enabled", "value": st.get("enabled") is True,
+         "evidence": str(st.get("enabled", "-"))},
+        {"name": "merged", "value": bool(merged) and merged != "irregular",
+         "evidence": str(merged or "none"), "ok": merged != "irregular"},
+        {"name": "eval mode", "value": not model.training,
+         "evidence": "model.training=" + str(model.training)},
+    ]
+
+
+def _injected(model: Any, layers: list[tuple[str, Any]], matches: list[DiskMatch]) -> Finding:
+    """R001: LoRA layers exist and hold trained (non-zero) lora_B, unless the file is zero too."""
+    if not layers:
+        return finding("R001", f"{type(model).__name__} has no LoRA layers",
+                       hint="load with PeftModel.from_pretrained(base, adapter_dir)")
+    bs = [p for n, p in model.named_parameters() if ".lora_B." in n or "lora_embedding_B" in n]
+    if bs and not any(bool(p.detach().any()) for p in bs):
+        if any(m.ok for m in matches):
+            return passed("R001", f"{len(layers)} LoRA layers injected; their lora_B are zero "
+                                  "exactly as in the file (see A003)", lora_layers=len(layers))
+        return finding("R001", f"{len(layers)} LoRA layers, but every lora_B is zero: a fresh "
+                               "adapter (get_peft_model) rather than the trained one",
+                       hint="load the trained weights with PeftModel.from_pretrained",
+                       lora_layers=len(layers))
+    return passed("R001", f"{len(layers)} LoRA layers injected", lora_layers=len(layers))
+
+
+def _active(st: dict[str, Any], matches: list[DiskMatch],
+            layers: list[tuple[str, Any]]) -> Finding:
+    """R002: adapter layers enabled, one consistent active set, the loaded adapter among it."""
+    if not layers:
+        return Finding("R002", "skip", "skipped: no LoRA layers (R001)")
+    enabled, active = st.get("enabled"), st.get("active_adapters")
+    problems = []
+    if enabled is not True:
+        problems.append(f"adapter layers enabled={enabled}")
+    if active in ("irregular", [], None):
+        problems.append(f"active adapters={active}")
+    if st.get("merged_adapters") == "irregular":
+        problems.append("merged state irregular")
+    good = [m.adapter for m in matches if m.ok]
+    if good and isinstance(active, list) and active and not set(good) & set(active):
+        problems.append(f"active adapter {active} is not the one loaded from disk ({good[0]})")
+    if problems:
+        return finding("R002", "; ".join(problems),
+                       hint="call model.enable_adapter_layers() / model.set_adapter(name); do "
+                            "not leave the model inside a disable_adapter() block",
+                       enabled=enabled, active_adapters=active,
+                       available=st.get("available_adapters"))
+    return passed("R002", f"enabled, active adapters {active}")
+
+
+def _train_mode(model: Any) -> Finding:
+    """R003: the model and its dropout modules are in eval mode."""
+    import torch.nn as nn
+
+    drops = [n for n, m in model.named_modules()
+             if isinstance(m, nn.Dropout) and m.training and m.p > 0]
+    if model.training or drops:
+        return finding("R003", f"model.training={model.training}, {len(drops)} dropout modules "
+                               "active" + (f" (e.g. {drops[0]})" if drops else ""),
+                       hint="call model.eval() before generating",
+                       training=model.training, dropout_modules=drops[:10], count=len(drops))
+    return passed("R003", "eval mode, no active dropout")
+
+
+def _contaminated(model: Any, base: Any) -> Finding:
+    """R004: the object used as the base arm must not carry LoRA layers."""
+    if base is None:
+        return Finding("R004", "skip", "skipped: no separate base object (base arm = "
+                                       "disable_adapter())")
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else None
+    layers = lora_layers(base)
+    if layers or base is model or base is inner:
+        same = "is the adapter model's own base module" if base is inner or base is model else \
+            f"carries {len(layers)} LoRA layers"
+        return finding("R004", f"the 'base' object {same}: PEFT injected the adapter in place",
+                       hint="load a second, clean base for comparisons, or use "
+                            "`with model.disable_adapter():` as the base arm",
+                       lora_layers=len(layers), same_object=base is inner or base is model)
+    return passed("R004", "the base object carries no LoRA layers")
+
+
+def _effect(model: Any, tokenizer: Any, probes: list[str] | None,
+            adapter_dir: str | Path | None, layers: list[tuple[str, Any]], st: dict[str, Any],
+            rt: dict[str, Any], tol: float) -> Finding:
+    """R005: the adapter must change next-token logits on the probe prompts."""
+    if not layers:
+        return Finding("R005", "skip", "skipped: no LoRA layers (R001)")
+    if tokenizer is None:
+        return Finding("R005", "skip", "skipped: no tokenizer given")
+    if st.get("merged_adapters"):
+        return Finding("R005", "skip", "skipped: adapter merged, no base arm without unmerging")
+    prompts = probes or default_probes(adapter_dir, tokenizer)
+    res = logit_probe(model, tokenizer, prompts)
+    rt["probe"] = {"max_abs_diff": res.max_abs_diff, "mean_kl": res.mean_kl,
+                   "greedy_changed": res.greedy_changed, "prompts": res.prompts,
+                   "tolerance": tol, "per_prompt": res.per_prompt}
+    evidence = (f"max |Δlogit| {res.max_abs_diff:.3g}, mean KL {res.mean_kl:.3g}, greedy next "
+                f"token changed on {res.greedy_changed}/{res.prompts} probes")
+    if not res.max_abs_diff > tol:  # also catches NaN
+        return finding("R005", evidence + f" (tolerance {tol:g})",
+                       hint="the adapter as loaded does nothing observable: see the A/R "
+                            "findings above for why", max_abs_diff=res.max_abs_diff,
+                       mean_kl=res.mean_kl, greedy_changed=res.greedy_changed)
+    return passed("R005", evidence, max_abs_diff=res.max_abs_diff, mean_kl=res.mean_kl)
+
+
+def _on_disk(matches: list[DiskMatch], adapter_dir: str | Path | None,
+             layers: list[tuple[str, Any]]) -> Finding:
+    """R006: some adapter in the model holds exactly the weights in the file."""
+    if adapter_dir is None:
+        return Finding("R006", "skip", "skipped: no adapter_dir to compare with")
+    if not layers or not matches:
+        return Finding("R006", "skip", "skipped: no PEFT adapter in the model to compare")
+    if any(m.ok for m in matches):
+        m = next(m for m in matches if m.ok)
+        return passed("R006", f"adapter {m.adapter!r}: {m.compared} tensors equal the file")
+    m = min(matches, key=lambda x: len(x.dropped) + len(x.differing))
+    parts = []
+    if m.dropped:
+        parts.append(f"{len(m.dropped)} file tensors missing from the model (e.g. {m.dropped[0]})")
+    if m.differing:
+        parts.append(f"{len(m.differing)} tensors differ (max |Δ| {m.max_diff:.3g})")
+    return finding("R006", f"adapter {m.adapter!r}: " + "; ".join(parts or ["nothing compared"]),
+                   hint="keys dropped on load (prefix mismatch) or a fresh get_peft_model "
+                        "adapter instead of PeftModel.from_pretrained",
+                   dropped=m.dropped[:20], differing=m.differing[:20], max_diff=m.max_diff)
+
+
+def _sampling(model: Any) -> Finding:
+    """R008: generation_config must not sample when outputs are compared."""
+    gc = getattr(model, "generation_config", None)
+    if gc is not None and getattr(gc, "do_sample", False):
+        return finding("R008", f"generation_config.do_sample=True (temperature="
+                               f"{getattr(gc, 'temperature', None)}, top_p="
+                               f"{getattr(gc, 'top_p', None)})",
+                       hint="pass do_sample=False for A/B comparisons",
+                       temperature=getattr(gc, "temperature", None))
+    return passed("R008", "greedy decoding (do_sample=False)")
+
+
+def _pad_is_eos(tokenizer: Any, adapter_dir: str | Path | None) -> Finding:
+    """R009: pad token must differ from EOS (tokenizer saved with the adapter, else the base's)."""
+    tok, source = tokenizer, "base tokenizer"
+    if adapter_dir and (Path(adapter_dir) / "tokenizer_config.json").is_file():
+        from transformers import AutoTokenizer
+
+        try:
+            tok, source = AutoTokenizer.from_pretrained(str(adapter_dir)), "adapter tokenizer"
+        except Exception as exc:  # a broken tokenizer file: fall back to the base's
+            log.debug("cannot load adapter tokenizer: %s", exc)
+    if tok is None:
+        return Finding("R009", "skip", "skipped: no tokenizer")
+    pad, eos = tok.pad_token_id, tok.eos_token_id
+    if pad is not None and pad == eos:
+        return finding("R009", f"{source}: pad_token {tok.pad_token!r} == eos_token (id {eos})",
+                       hint="a collator that masks pad labels also masks EOS; add a distinct "
+                            "pad token", pad_token=tok.pad_token, source=source)
+    return passed("R009", f"{source}: pad {tok.pad_token!r} != eos {tok.eos_token!r}")

@@ -1,0 +1,33 @@
+"""`ftdiag check-adapter`: why does my LoRA adapter give the same output as the base model?"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from ftdiag.cli import handle_errors
+
+    @app.command("check-adapter")
+    @handle_errors
+    def check_adapter_cmd(
+        adapter_dir: Path = typer.Argument(..., help="Folder holding adapter_config.json."),
+        base: str | None = typer.Option(
+            None, "--base", help="Base model: local HF folder, .gguf file or 'smollm2-135m' "
+                                 "(default: base_model_name_or_path when local)."),
+        probe: list[str] | None = typer.Option(
+            None, "--probe", help="Prompt text for the logit probe (repeatable)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+        strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+        static_only: bool = typer.Option(
+            False, "--static-only", help="Only read files; do not load the model."),
+    ) -> None:
+        """Layered checks on a saved LoRA adapter, cheapest first (files, then loaded model)."""
+        from ftdiag.adapters import check_adapter
+        from ftdiag.commands._common import emit
+        from ftdiag.render.check import print_check_report
+
+        report = check_adapter(adapter_dir, base, probe or None, static_only)
+        emit(report, json_out=json_out, strict=strict, render=print_check_report)

@@ -1,0 +1,112 @@
+"""Rich rendering of check-adapter: checks table, per-layer stats, runtime status, verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ftdiag.findings import CODES, Finding, Report
+from ftdiag.render.findings import mark, verdict_text
+
+FULL_TABLE = 12  # show every layer up to this many, else the worst/best ones and totals
+WORST, BEST = 5, 3
+
+
+def _num(x: Any) -> str:
+    return "-" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
+
+
+def check_rows(checks: list[Finding]) -> Table:
+    """One row per check: mark, code, neutral check name, evidence, hint."""
+    table = Table(title="check-adapter", title_justify="left")
+    table.add_column("", width=1)
+    table.add_column("code", style="bold", no_wrap=True)
+    table.add_column("check", no_wrap=True)
+    table.add_column("evidence", overflow="fold")
+    table.add_column("hint", style="dim", overflow="fold")
+    for f in checks:
+        name = CODES[f.code].name if f.code in CODES else f.title
+        table.add_row(mark(f.status), f.code, name, Text(f.message), Text(f.hint))
+    return table
+
+
+def layer_table(static: dict[str, Any]) -> Table | None:
+    """Per-layer stats; large adapters summarised as the worst and best layers plus totals."""
+    layers: list[dict[str, Any]] = static.get("layers") or []
+    if not layers:
+        return None
+    key = "rel" if any(ly.get("rel") is not None for ly in layers) else "delta_norm"
+
+    def sort_key(ly: dict[str, Any]) -> float:
+        v = ly.get(key)
+        return float("-inf") if ly.get("b_zero") else float(v) if v is not None else 0.0
+
+    ordered = sorted(layers, key=sort_key)
+    shown = ordered if len(ordered) <= FULL_TABLE else ordered[:WORST] + ordered[-BEST:]
+    title = f"per-layer LoRA stats ({len(layers)} layers"
+    title += ")" if len(shown) == len(layers) else f"; {WORST} weakest and {BEST} strongest)"
+    table = Table(title=title, title_justify="left")
+    for col in ("module", "r", "α", "scale", "dtype", "‖B‖", "‖ΔW‖", "‖W‖", "‖ΔW‖/‖W‖"):
+        table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
+    for ly in shown:
+        style = "red" if ly.get("b_zero") or not ly.get("finite", True) else ""
+        table.add_row(Text(ly["module"]), str(ly["rank"]), _num(ly["alpha"]), _num(ly["scaling"]),
+                      ly["dtype"], _num(ly["b_norm"]), _num(ly["delta_norm"]),
+                      _num(ly.get("w_norm")), _num(ly.get("rel")), style=style)
+    return table
+
+
+def totals_text(static: dict[str, Any]) -> Text:
+    """One line: adapted vs expected modules, zero-B layers, ratio range."""
+    t = static.get("totals") or {}
+    parts = [f"adapted {static.get('adapted_modules', '-')}"
+             f" / expected {static.get('expected_modules', '-')} modules",
+             f"zero lora_B: {t.get('zero_b', 0)}", f"r={t.get('ranks')}",
+             f"scaling={[round(s, 4) for s in t.get('scalings', [])]}",
+             f"dtypes={static.get('dtypes')}"]
+    if "rel_median" in t:
+        parts.append(f"‖ΔW‖/‖W‖ min {t['rel_min']:.2e} median {t['rel_median']:.2e} "
+                     f"max {t['rel_max']:.2e}")
+    elif static.get("ratio_skipped"):
+        parts.append(f"ratio skipped ({static['ratio_skipped']}); Σ‖ΔW‖ "
+                     f"{t.get('delta_norm_sum', 0):.3g}")
+    return Text("totals: " + "; ".join(parts), style="dim")
+
+
+def status_table(runtime: dict[str, Any]) -> Table | None:
+    """Runtime status lines (true/false with evidence) and the logit probe summary."""
+    lines = runtime.get("status")
+    if not lines:
+        return None
+    table = Table(title="runtime status", title_justify="left")
+    table.add_column("status")
+    table.add_column("value")
+    table.add_column("evidence", overflow="fold")
+    for ln in lines:
+        ok = ln.get("ok", ln["value"])
+        table.add_row(ln["name"], Text(str(ln["value"]).lower(), style="green" if ok else "red"),
+                      Text(str(ln["evidence"])))
+    probe = runtime.get("probe")
+    if probe:
+        table.add_row("logit probe", str(probe["prompts"]) + " prompts",
+                      f"max |Δlogit| {probe['max_abs_diff']:.3g}, mean KL {probe['mean_kl']:.3g},"
+                      f" greedy changed {probe['greedy_changed']}/{probe['prompts']}")
+    return table
+
+
+def print_check_report(report: Report, console: Console) -> None:
+    """check-adapter's report: checks, layer stats, runtime status, verdict line."""
+    if report.checks:
+        console.print(check_rows(report.checks))
+    static = report.details.get("static") or {}
+    table = layer_table(static)
+    if table is not None:
+        console.print(table)
+        console.print(totals_text(static))
+    runtime = status_table(report.details.get("runtime") or {})
+    if runtime is not None:
+        console.print(runtime)
+    console.print(verdict_text(report))
