@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.findings import Finding, Report
+from ftdiag.findings import CODES, Finding, Report
 
 MARKS = {"pass": ("✓", "green"), "info": ("ℹ", "cyan"), "warn": ("⚠", "yellow"),
          "fail": ("✗", "red"), "skip": ("–", "dim")}
@@ -20,6 +20,14 @@ def mark(status: str) -> Text:
     return Text(symbol, style=style)
 
 
+def check_name(f: Finding) -> str:
+    """A finding's problem title; a passing row's neutral name (not "✓ every lora_B is zero")."""
+    info = CODES.get(f.code)
+    if f.is_finding or info is None:
+        return f.title
+    return f.check or info.name
+
+
 def checks_table(checks: list[Finding], title: str | None = None) -> Table:
     """Table of checks: mark, code, check, evidence, hint."""
     table = Table(title=title, show_lines=False, expand=False, title_justify="left")
@@ -29,7 +37,7 @@ def checks_table(checks: list[Finding], title: str | None = None) -> Table:
     table.add_column("evidence", overflow="fold")
     table.add_column("hint", style="dim", overflow="fold")
     for f in checks:
-        table.add_row(mark(f.status), f.code, Text(f.title), Text(f.message), Text(f.hint))
+        table.add_row(mark(f.status), f.code, Text(check_name(f)), Text(f.message), Text(f.hint))
     return table
 
 
