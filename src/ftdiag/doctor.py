@@ -164,9 +164,9 @@ def _loss_layer(run_dir: Path) -> Report:
 
 
 def _absorb(report: Report, part: Report, layers: str) -> None:
-    """Append a layer's checks (dropping exact duplicates) and its layer bookkeeping."""
-    seen = {(c.code, c.status, c.message) for c in report.checks}
-    report.add(*(c for c in part.checks if (c.code, c.status, c.message) not in seen))
+    """Append a layer's checks (a code passed twice is kept once) and its layer bookkeeping."""
+    seen = {(c.code, c.status) for c in report.checks if c.status == "pass"}
+    report.add(*(c for c in part.checks if c.status != "pass" or (c.code, c.status) not in seen))
     for layer in part.layers_run or list(layers):
         if layer not in report.layers_run:
             report.layers_run.append(layer)

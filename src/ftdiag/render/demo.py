@@ -12,11 +12,12 @@ from ftdiag.render.doctor import print_doctor
 from ftdiag.render.findings import checks_table, verdict_text
 
 NEXT_COMMANDS = """\
-ftdiag check-adapter YOUR_ADAPTER --base YOUR_BASE          # static + runtime checks
-ftdiag ab-test --adapter YOUR_ADAPTER --titles titles.txt  # greedy base vs adapter
-ftdiag loss-report YOUR_RUN_DIR                            # did the loss go down?
-ftdiag doctor YOUR_RUN_DIR --report report.html            # all of it, ranked causes
-ftdiag train --data trn.json --out RUN                     # LoRA run that says if it learned"""
+# on your own adapter / run:
+ftdiag check-adapter ADAPTER --base BASE        # static + runtime checks
+ftdiag ab-test --adapter ADAPTER --titles FILE  # greedy base vs adapter
+ftdiag loss-report RUN_DIR                      # did the loss go down?
+ftdiag doctor RUN_DIR --report report.html      # everything, ranked causes
+ftdiag train --data trn.json --out RUN          # a run that says if it learned"""
 
 
 def _clip(text: str, n: int = 400) -> str:

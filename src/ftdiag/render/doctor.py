@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ftdiag.doctor import DoctorResult
-from ftdiag.render.findings import checks_table, mark, verdict_text
+from ftdiag.render.findings import checks_table, mark, passed_line, verdict_text
 
 
 def _status(ok: bool | None) -> str:
@@ -19,7 +19,12 @@ def _status(ok: bool | None) -> str:
 
 def print_doctor(result: DoctorResult, console: Console) -> None:
     """Checks table, success-criteria checklist, ranked causes, verdict."""
-    console.print(checks_table(result.report.checks, title=f"doctor: {result.run_dir}"))
+    findings = result.report.findings
+    if findings:
+        console.print(checks_table(findings, title=f"doctor: {result.run_dir}"))
+    else:
+        console.print(f"doctor: {result.run_dir}: no findings")
+    console.print(passed_line(result.report.checks))
     table = Table(title="success criteria", title_justify="left")
     table.add_column("", width=1)
     table.add_column("criterion")

@@ -34,11 +34,21 @@ def checks_table(checks: list[Finding], title: str | None = None) -> Table:
     table.add_column("", width=1)
     table.add_column("code", style="bold", no_wrap=True)
     table.add_column("check", no_wrap=True)
-    table.add_column("evidence", overflow="fold")
-    table.add_column("hint", style="dim", overflow="fold")
+    table.add_column("evidence → hint", overflow="fold", ratio=1)
     for f in checks:
-        table.add_row(mark(f.status), f.code, Text(check_name(f)), Text(f.message), Text(f.hint))
+        evidence = Text(f.message)
+        if f.hint:
+            evidence.append(f"\n→ {f.hint}", style="dim")
+        table.add_row(mark(f.status), f.code, Text(check_name(f)), evidence)
     return table
+
+
+def passed_line(checks: list[Finding]) -> Text:
+    """One line naming the checks that passed (for long reports that table only findings)."""
+    codes = sorted({f.code for f in checks if f.status == "pass"})
+    text = Text(f"✓ {len(codes)} checks passed: ", style="green")
+    text.append(" ".join(codes), style="dim")
+    return text
 
 
 def verdict_text(report: Report) -> Text:
