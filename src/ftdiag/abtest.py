@@ -1,0 +1,444 @@
+"""ab-test: the same titles through base, adapter (and merged), greedy, side by side.
+
+One copy of the base weights: the base arm is PEFT's `__base__` rows in a mixed batch (or
+`disable_adapter()`), checked on a probe prompt before any text is trusted (R004).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ftdiag.compare import first_divergence, logit_gap, mean, reference_nll, rouge_l, token_f1
+from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.generate import (
+    BASE,
+    Arm,
+    ArmOutput,
+    GenSettings,
+    active_lora_layers,
+    arm_context,
+    can_mix,
+    context_length,
+    generate_arms,
+    generate_one,
+    is_peft,
+    lora_layers,
+    mixed_logits,
+    prompt_logits,
+)
+from ftdiag.records import Record
+from ftdiag.templates import DEFAULT_TEMPLATE, PromptTemplate, recorded_template
+
+log = logging.getLogger(__name__)
+
+BLOCKING = {"A001", "A002", "A004", "A006", "A007", "A008", "A009"}
+RUNAWAY_SHARE = 0.5
+PROBES = 4
+AUDIT_CODES = {"R001", "R002", "R005", "R006", "R009"}  # R003/R004/R008 are arm-specific here
+
+
+@dataclass
+class ABConfig:
+    """What to compare and how to generate."""
+
+    adapter_dir: Path | str
+    base: str | None = None
+    merged_dir: Path | str | None = None
+    template: PromptTemplate | None = None  # None: the recorded template, else the default
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    check_batch: bool = False
+    max_identical: float | None = None  # B001 when the identical share exceeds this
+
+
+@dataclass
+class ABRow:
+    """One title: its prompt and every arm's output."""
+
+    title: str
+    reference: str | None
+    prompt: str
+    outputs: dict[str, str]
+    tokens: dict[str, int]
+    hit_max: dict[str, bool]
+    first_divergent_token: int | None
+    identical: bool
+    truncated: bool = False
+    uid: str | None = None
+    rouge_l: dict[str, float] = field(default_factory=dict)
+    token_f1: dict[str, float] = field(default_factory=dict)
+    ref_nll: dict[str, float] = field(default_factory=dict)
+    merged_first_divergent_token: int | None = None
+
+
+@dataclass
+class ABResult:
+    """The report (command 'ab-test'), per-title rows and the summary doctor reads."""
+
+    report: Report
+    rows: list[ABRow] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_template(cfg: ABConfig) -> tuple[PromptTemplate, Finding]:
+    """The template to use, and R010 when it differs from the one recorded at training time."""
+    recorded = recorded_template(cfg.adapter_dir)
+    if cfg.template is None:
+        tpl = recorded or PromptTemplate(DEFAULT_TEMPLATE)
+        return tpl, passed("R010", f"prompt template: {tpl.source}", source=tpl.source)
+    if recorded is not None and recorded.text != cfg.template.text:
+        return cfg.template, finding(
+            "R010", f"template {cfg.template.source} differs from the one recorded at training",
+            hint="drop --template/--chat-template to use the recorded one",
+            used=cfg.template.source, recorded=recorded.text)
+    return cfg.template, passed("R010", f"prompt template: {cfg.template.source}",
+                                source=cfg.template.source)
+
+
+def fit_prompt(title: str, tpl: PromptTemplate, tokenizer: Any, budget: int) -> tuple[str, bool]:
+    """The prompt for `title`, the title cut so prompt + new tokens fit the context."""
+    prompt = tpl.render(title, tokenizer)
+    n = len(tokenizer(prompt)["input_ids"])
+    if n <= budget:
+        return prompt, False
+    overhead = len(tokenizer(tpl.render("", tokenizer))["input_ids"])
+    keep = budget - overhead - 1
+    if keep < 1:
+        raise FtdiagError(f"the prompt template alone ({overhead} tokens) leaves no room in the "
+                          f"context for the title", hint="lower --max-new-tokens")
+    ids = tokenizer(title, add_special_tokens=False)["input_ids"][:keep]
+    return tpl.render(tokenizer.decode(ids), tokenizer), True
+
+
+def static_gate(cfg: ABConfig, base_dir: Path | None) -> Report | None:
+    """Layer S (A001-A010) from the adapter files, before anything is loaded."""
+    try:
+        from ftdiag.adapters.static import run_static
+    except ImportError:  # pragma: no cover - the static layer ships with ftdiag
+        return None
+    return run_static(cfg.adapter_dir, base_dir)
+
+
+def base_name_of(cfg: ABConfig) -> str:
+    if cfg.base:
+        return cfg.base
+    path = Path(cfg.adapter_dir) / "adapter_config.json"
+    try:
+        name = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError):
+        name = None
+    if not name:
+        raise FtdiagError("the adapter does not name its base model", hint="pass --base MODEL")
+    return str(name)
+
+
+def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
+    """Static gate, then base + adapter loaded once (PeftModel) and its tokenizer."""
+    from ftdiag.models import load_adapter, load_base, resolve_model_dir
+
+    adapter = Path(cfg.adapter_dir)
+    if not adapter.is_dir():
+        raise FtdiagError(f"adapter folder not found: {adapter}")
+    base_dir = resolve_model_dir(base_name_of(cfg))
+    static = static_gate(cfg, base_dir) or Report("ab-test")
+    if any(c.code in BLOCKING and c.status == "fail" for c in static.checks):
+        return None, None, static
+    loaded = load_base(base_dir)
+    return load_adapter(loaded, adapter), loaded.tokenizer, static
+
+
+def _lora_nonzero(model: Any) -> bool:
+    return any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+def _runtime_checks(model: Any, base_model: Any | None, probe: str, tokenizer: Any,
+                    local_audit: bool) -> tuple[list[Finding], Arm]:
+    """R002-R005 for the arms: which object really serves as 'base', and can it be trusted.
+
+    local_audit: also report R002 (pass) and R005 here (when audit_model did not run).
+    """
+    out: list[Finding] = []
+    if model.training:
+        out.append(finding("R003", "model was in training mode (dropout on); switched to eval",
+                           hint="call model.eval() before generate()"))
+        model.eval()
+    else:
+        out.append(passed("R003", "model in eval mode"))
+    layers = lora_layers(model)
+    if not layers:
+        raise FtdiagError("the model holds no LoRA layers (R001): nothing to compare",
+                          hint="load it with PeftModel.from_pretrained(base, adapter_dir)")
+    off = len(layers) - active_lora_layers(model)
+    if off:
+        out.append(finding("R002", f"{off} of {len(layers)} LoRA layers are disabled",
+                           hint="do not generate inside disable_adapter()"))
+    elif local_audit:
+        out.append(passed("R002", f"{len(layers)} LoRA layers active"))
+    adapter_name = str(getattr(model, "active_adapter", "default"))
+    safe = Arm("base", model, BASE)
+    base_arm = safe
+    if base_model is not None:
+        inner = model.get_base_model() if is_peft(model) else model
+        carried = active_lora_layers(base_model)
+        if base_model is model or base_model is inner or carried:
+            out.append(finding(
+                "R004", f"the object passed as base carries {carried} active LoRA layers "
+                "(PEFT injects in place): base-vs-adapter would compare the adapter with itself",
+                hint="use model.disable_adapter() for the base arm; ab-test did that instead",
+                lora_layers=carried, replaced_by="disable_adapter"))
+        else:
+            base_arm = Arm("base", base_model, None)
+    adapter_arm = Arm("adapter", model, adapter_name)
+    if base_arm.adapter == BASE and can_mix(model):
+        got_base, got_adapter = mixed_logits(model, tokenizer, probe, [BASE, adapter_name])
+        path_gap = logit_gap(prompt_logits(safe, tokenizer, [probe]), [got_base])
+        if not path_gap.within:
+            out.append(finding("R004", "mixed-batch base rows disagree with disable_adapter() "
+                               f"(max |Δlogit| {path_gap.max_abs:.3g})",
+                               max_abs_diff=path_gap.max_abs))
+    else:
+        got_base = prompt_logits(base_arm, tokenizer, [probe])[0]
+        got_adapter = prompt_logits(adapter_arm, tokenizer, [probe])[0]
+    gap = logit_gap([got_base], [got_adapter])
+    nonzero = _lora_nonzero(model)
+    if nonzero and gap.max_abs == 0.0:
+        out.append(finding("R004", "the base arm returns exactly the adapter's logits although "
+                           "lora_B is non-zero: it is not the base model", max_abs_diff=0.0))
+    elif not any(f.code == "R004" for f in out):
+        out.append(passed("R004", f"base arm is the base model: LoRA off, max |Δlogit| vs adapter "
+                          f"{gap.max_abs:.3g}", path="mixed batch __base__" if
+                          base_arm.adapter == BASE and can_mix(model) else "separate model"
+                          if base_arm.adapter is None else "disable_adapter()",
+                          max_abs_diff=gap.max_abs))
+    if local_audit:
+        if gap.within:
+            why = "every lora_B is zero" if not nonzero else "the update is below the tolerance"
+            out.append(finding("R005", f"adapter changes the prompt logits by at most "
+                               f"{gap.max_abs:.3g} ({why})", max_abs_diff=gap.max_abs,
+                               tolerance=gap.tolerance))
+        else:
+            out.append(passed("R005", f"adapter moves the logits (max |Δ| {gap.max_abs:.3g})",
+                              max_abs_diff=gap.max_abs))
+    return out, base_arm
+
+
+def _audit(model: Any, tokenizer: Any, adapter_dir: Path | str, report: Report) -> bool:
+    """Layer R of check-adapter (R001, R002, R005, R006, R009) on the model ab-test loaded."""
+    try:
+        from ftdiag.adapters.runtime import audit_model
+    except ImportError:  # pragma: no cover - shipped together
+        return False
+    audit = audit_model(model, tokenizer=tokenizer, adapter_dir=adapter_dir)
+    report.add(*(c for c in audit.checks if c.code in AUDIT_CODES))
+    return True
+
+
+def _load_merged(path: Path | str, like: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    from ftdiag.models import resolve_model_dir
+
+    folder = resolve_model_dir(path)
+    param = next(like.parameters())
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=param.dtype)
+    except Exception as exc:
+        raise FtdiagError(f"cannot load the merged model from {folder}: {exc}") from exc
+    return model.to(param.device).eval()
+
+
+def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, tokenizer: Any = None,
+                progress: Callable[[int, int], None] | None = None,
+                base_model: Any = None) -> ABResult:
+    """Generate every title under base, adapter (and merged) and compare.
+
+    model: an already-loaded PeftModel holding this adapter (loaded here when None);
+    base_model: a caller's separate 'base' object, checked for LoRA layers (R004) before use.
+    """
+    records = [r for r in records if r.title.strip()]
+    if not records:
+        raise FtdiagError("no titles to test (all empty)")
+    report = Report("ab-test")
+    tpl, r010 = choose_template(cfg)
+    own = model is None
+    if own:
+        model, tokenizer, static = load_pair(cfg)
+        report.add(*static.checks)
+        report.layers_run.append("S")
+        if model is None:
+            report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
+            return ABResult(report, [], {"n": 0})
+    elif tokenizer is None:
+        raise ValueError("run_ab_test(model=...) needs the tokenizer too")
+    settings = GenSettings(cfg.max_new_tokens, cfg.batch_size, cfg.do_sample, cfg.temperature,
+                           cfg.seed)
+    budget = context_length(model, tokenizer) - cfg.max_new_tokens
+    fitted = [fit_prompt(r.title, tpl, tokenizer, budget) for r in records]
+    prompts = [p for p, _ in fitted]
+    audited = own and _audit(model, tokenizer, cfg.adapter_dir, report)
+    checks, base_arm = _runtime_checks(model, base_model, prompts[0], tokenizer,
+                                       own and not audited)
+    report.add(*checks, r010)
+    report.layers_run += ["R", "G"]
+    arms = [base_arm, Arm("adapter", model, str(getattr(model, "active_adapter", "default")))]
+    merged = _load_merged(cfg.merged_dir, model) if cfg.merged_dir else None
+    if merged is not None:
+        arms.append(Arm("merged", merged, None))
+    outputs, plan, gen = generate_arms(tokenizer, prompts, arms, settings, progress)
+    rows = _rows(records, fitted, outputs)
+    if any(r.reference for r in rows):
+        _reference_metrics(rows, arms, tokenizer, context_length(model, tokenizer), settings)
+    summary = _summary(rows, [a.name for a in arms], gen, plan)
+    report.add(_sampling_check(settings, gen))
+    report.add(_identical_check(rows, cfg.max_identical))
+    report.add(_runaway_check(summary, cfg.max_new_tokens))
+    if cfg.check_batch:
+        report.add(_batch_check(rows, prompts, arms, tokenizer, settings, outputs))
+    if merged is not None:
+        report.add(_merged_check(arms[1], arms[2], prompts[:PROBES], tokenizer, rows))
+    warnings = [f"title {i + 1} truncated to fit the context" for i, r in enumerate(rows)
+                if r.truncated]
+    summary["warnings"] = warnings
+    report.details.update(summary=summary, rows=rows, template=tpl.source)
+    return ABResult(report, rows, summary)
+
+
+def _rows(records: list[Record], fitted: list[tuple[str, bool]],
+          outputs: dict[str, list[ArmOutput]]) -> list[ABRow]:
+    rows = []
+    for i, rec in enumerate(records):
+        outs = {arm: o[i] for arm, o in outputs.items()}
+        base, adapter = outs["base"].ids, outs["adapter"].ids
+        row = ABRow(
+            title=rec.title, reference=rec.content or None, prompt=fitted[i][0],
+            outputs={a: o.text for a, o in outs.items()},
+            tokens={a: len(o.ids) for a, o in outs.items()},
+            hit_max={a: o.hit_max for a, o in outs.items()},
+            first_divergent_token=first_divergence(base, adapter), identical=base == adapter,
+            truncated=fitted[i][1], uid=rec.uid)
+        if "merged" in outs:
+            row.merged_first_divergent_token = first_divergence(adapter, outs["merged"].ids)
+        rows.append(row)
+    return rows
+
+
+def _reference_metrics(rows: list[ABRow], arms: list[Arm], tokenizer: Any, ctx: int,
+                       s: GenSettings) -> None:
+    """ROUGE-L, token-F1 vs the reference per arm, and the reference's NLL under each arm."""
+    scored = [r for r in rows if r.reference]
+    for r in scored:
+        for name, text in r.outputs.items():
+            r.rouge_l[name] = rouge_l(text, r.reference or "")
+            r.token_f1[name] = token_f1(text, r.reference or "")
+    prompts = [r.prompt for r in scored]
+    refs = [r.reference or "" for r in scored]
+    for arm in arms:
+        with arm_context(arm):
+            values = reference_nll(arm.model, tokenizer, prompts, refs, None, max_len=ctx,
+                                   batch_size=s.batch_size)
+        for r, v in zip(scored, values, strict=True):
+            r.ref_nll[arm.name] = v
+
+
+def _summary(rows: list[ABRow], arms: list[str], gen: dict[str, Any],
+             plan: Any) -> dict[str, Any]:
+    n = len(rows)
+    identical = sum(r.identical for r in rows)
+    divergent = [r.first_divergent_token for r in rows if r.first_divergent_token is not None]
+    s: dict[str, Any] = {
+        "n": n, "identical": identical, "identical_share": identical / n if n else 0.0,
+        "first_divergent_token": {"mean": mean([float(d) for d in divergent]),
+                                  "min": min(divergent, default=None)},
+        "mean_new_tokens": {a: mean([float(r.tokens[a]) for r in rows]) for a in arms},
+        "hit_max_share": {a: sum(r.hit_max[a] for r in rows) / n for a in arms},
+        "generation_config": gen["effective"],
+        "generation_overridden": gen["overridden_from_model"],
+        "plan": {"mixed_batch": plan.mixed_batch, "generate_calls": plan.calls,
+                 "rows": plan.rows},
+    }
+    scored = [r for r in rows if r.reference]
+    if scored:
+        s["n_with_reference"] = len(scored)
+        for key in ("rouge_l", "token_f1", "ref_nll"):
+            s[key] = {a: mean([getattr(r, key)[a] for r in scored]) for a in arms}
+    return s
+
+
+def _sampling_check(s: GenSettings, gen: dict[str, Any]) -> Finding:
+    if s.do_sample:
+        return finding("R008", f"sampling at temperature {s.temperature} (seed {s.seed}): "
+                       "differences may be chance", hint="drop --sample for a greedy A/B",
+                       temperature=s.temperature, seed=s.seed)
+    over = gen["overridden_from_model"]
+    note = f" (overrode {over} from generation_config.json)" if over else ""
+    return passed("R008", f"greedy decoding, num_beams=1{note}", overridden=over)
+
+
+def _identical_check(rows: list[ABRow], max_identical: float | None) -> Finding:
+    n, same = len(rows), sum(r.identical for r in rows)
+    share = same / n
+    evidence: dict[str, Any] = {"identical": same, "n": n, "share": share,
+                                "max_identical": max_identical}
+    if (same == n) if max_identical is None else share > max_identical:
+        return finding("B001", f"base and adapter outputs identical on {same}/{n} titles",
+                       hint="check the adapter (ftdiag check-adapter) and the training logs",
+                       **evidence)
+    return passed("B001", f"outputs differ on {n - same}/{n} titles", **evidence)
+
+
+def _runaway_check(summary: dict[str, Any], max_new: int) -> Finding:
+    shares = {a: v for a, v in summary["hit_max_share"].items() if a != "base"}
+    worst = max(shares.values(), default=0.0)
+    if worst >= RUNAWAY_SHARE:
+        return finding("B003", f"{worst:.0%} of fine-tuned outputs hit max_new_tokens={max_new} "
+                       "without EOS", hint="check that EOS was trained (D003) and pad != eos "
+                       "(R009)", hit_max_share=summary["hit_max_share"])
+    return passed("B003", f"at most {worst:.0%} of fine-tuned outputs hit max_new_tokens",
+                  hit_max_share=summary["hit_max_share"])
+
+
+def _batch_check(rows: list[ABRow], prompts: list[str], arms: list[Arm], tokenizer: Any,
+                 s: GenSettings, outputs: dict[str, list[ArmOutput]]) -> Finding:
+    """B004: the shortest prompt (most padding in its batch) re-run alone under each arm."""
+    i = min(range(len(prompts)), key=lambda k: len(prompts[k]))
+    differ = []
+    for arm in arms:
+        alone = generate_one(tokenizer, prompts[i], arm, s)
+        if alone.ids != outputs[arm.name][i].ids:
+            differ.append(arm.name)
+    if differ:
+        return finding("B004", f"title {i + 1} alone differs from its batched output "
+                       f"({', '.join(differ)})", hint="use left padding with attention masks",
+                       title=rows[i].title, arms=differ)
+    return passed("B004", f"title {i + 1} alone matches its batched output on every arm",
+                  title=rows[i].title)
+
+
+def _merged_check(adapter: Arm, merged: Arm, prompts: list[str], tokenizer: Any,
+                  rows: list[ABRow]) -> Finding:
+    """B002: merged vs base+adapter logits on the prompts, and where their texts part."""
+    import torch
+
+    half = next(merged.model.parameters()).dtype != torch.float32
+    gap = logit_gap(prompt_logits(adapter, tokenizer, prompts),
+                    prompt_logits(merged, tokenizer, prompts),
+                    atol=5e-2 if half else 1e-3, rtol=1e-2 if half else 1e-4)
+    differ = [i for i, r in enumerate(rows) if r.merged_first_divergent_token is not None]
+    first = min((rows[i].merged_first_divergent_token or 0 for i in differ), default=None)
+    ev: dict[str, Any] = {"max_abs_logit_diff": gap.max_abs, "tolerance": gap.tolerance,
+                          "texts_differ": len(differ), "first_divergent_token": first}
+    if not gap.within:
+        return finding("B002", f"merged differs from base+adapter: max |Δlogit| {gap.max_abs:.3g}"
+                       f" > {gap.tolerance:.3g}; texts differ on {len(differ)}/{len(rows)}",
+                       hint="re-merge in fp32 with ftdiag merge", **ev)
+    return passed("B002", f"merged ≡ adapter: max |Δlogit| {gap.max_abs:.3g} ≤ "
+                  f"{gap.tolerance:.3g}; texts differ on {len(differ)}/{len(rows)}", **ev)

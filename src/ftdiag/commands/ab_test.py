@@ -1,0 +1,105 @@
+"""`ftdiag ab-test`: base vs adapter (vs merged) on the same titles, greedy, side by side."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import typer
+
+from ftdiag.errors import FtdiagError
+from ftdiag.records import Record, read_records
+
+
+def pick_records(titles: Path | None, from_train: Path | None, n: int, seed: int,
+                 title_field: str | None, reference_field: str | None) -> list[Record]:
+    """Titles (with references when present) from --titles, or N sampled from --from-train."""
+    if (titles is None) == (from_train is None):
+        raise FtdiagError("give exactly one of --titles FILE or --from-train DATA")
+    records = read_records(titles or from_train, title_field, reference_field)  # type: ignore[arg-type]
+    records = [r for r in records if r.title.strip()]
+    if not records:
+        raise FtdiagError(f"no titles in {titles or from_train}")
+    if from_train is not None and n < len(records):
+        records = random.Random(seed).sample(records, n)
+    return records
+
+
+def register(app: typer.Typer) -> None:
+    from ftdiag.cli import handle_errors
+
+    @app.command("ab-test")
+    @handle_errors
+    def ab_test(
+        adapter: Path = typer.Option(..., "--adapter", help="LoRA adapter folder."),
+        base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+        merged: Path | None = typer.Option(None, "--merged", help="Merged model folder."),
+        titles: Path | None = typer.Option(None, "--titles", help="Titles: txt/JSONL/JSON/CSV."),
+        from_train: Path | None = typer.Option(None, "--from-train", help="Sample titles here."),
+        n: int = typer.Option(16, "--n", min=1, help="Titles to sample with --from-train."),
+        title_field: str | None = typer.Option(None, "--title-field"),
+        reference_field: str | None = typer.Option(None, "--reference-field"),
+        template: Path | None = typer.Option(None, "--template", help="Prompt file with {title}."),
+        chat_template: bool = typer.Option(False, "--chat-template",
+                                           help="Use the tokenizer's chat template."),
+        max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
+        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Titles per batch."),
+        sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy (R008)."),
+        temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
+        seed: int = typer.Option(0, "--seed"),
+        check_batch: bool = typer.Option(False, "--check-batch",
+                                         help="Re-run one title alone (B004)."),
+        max_identical: float | None = typer.Option(
+            None, "--max-identical", min=0.0, max=1.0,
+            help="Fail (B001) when the identical share exceeds this (default: all identical)."),
+        show: int = typer.Option(10, "--show", min=0, help="Titles to print in full."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+        markdown: Path | None = typer.Option(None, "--markdown", help="Write a Markdown report."),
+        html: Path | None = typer.Option(None, "--html", help="Write an HTML report."),
+        junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML for CI."),
+        strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+    ) -> None:
+        """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
+        from ftdiag.abtest import ABConfig, run_ab_test
+        from ftdiag.commands._common import emit
+        from ftdiag.render.ab import print_ab
+        from ftdiag.render.progress import stage_progress
+        from ftdiag.templates import load_template
+
+        records = pick_records(titles, from_train, n, seed, title_field, reference_field)
+        tpl = load_template(template, chat_template) if template or chat_template else None
+        cfg = ABConfig(adapter_dir=adapter, base=base, merged_dir=merged, template=tpl,
+                       max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,
+                       temperature=temperature, seed=seed, check_batch=check_batch,
+                       max_identical=max_identical)
+        with stage_progress(enabled=not json_out) as (stage, progress):
+            stage(f"generating {len(records)} titles")
+            result = run_ab_test(cfg, records, progress=progress)
+        write_reports(result, markdown=markdown, html=html, junit=junit)
+        emit(result.report, json_out=json_out, strict=strict,
+             render=lambda _rep, console: print_ab(result, console, show=show))
+
+
+def write_reports(result: object, *, markdown: Path | None, html: Path | None,
+                  junit: Path | None) -> None:
+    """Write the requested report files atomically."""
+    from ftdiag import atomic
+
+    def write_text(path: Path, text: str) -> None:
+        try:
+            atomic.write_text(path, text)
+        except OSError as exc:
+            raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+    if markdown is not None:
+        from ftdiag.render.markdown import to_markdown
+
+        write_text(markdown, to_markdown(result))  # type: ignore[arg-type]
+    if html is not None:
+        from ftdiag.render.html import to_html
+
+        write_text(html, to_html(result))  # type: ignore[arg-type]
+    if junit is not None:
+        from ftdiag.render.junit import to_junit
+
+        write_text(junit, to_junit(result))  # type: ignore[arg-type]

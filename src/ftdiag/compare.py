@@ -1,0 +1,149 @@
+"""Compare outputs: word diffs, ROUGE-L, token-F1, reference NLL and merged-vs-adapter tolerance."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class DiffOp:
+    """A run of words: 'equal', 'delete' (only in a), 'insert' (only in b)."""
+
+    op: str
+    text: str
+
+
+def word_diff(a: str, b: str) -> list[DiffOp]:
+    """Word-level diff of two texts (whitespace kept with its word) for highlighting."""
+    wa, wb = re.findall(r"\S+\s*", a), re.findall(r"\S+\s*", b)
+    ops: list[DiffOp] = []
+    matcher = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            ops.append(DiffOp("equal", "".join(wa[i1:i2])))
+            continue
+        if i2 > i1:
+            ops.append(DiffOp("delete", "".join(wa[i1:i2])))
+        if j2 > j1:
+            ops.append(DiffOp("insert", "".join(wb[j1:j2])))
+    return ops
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    if not a or not b:
+        return 0
+    prev = [0] * (len(b) + 1)
+    for x in a:
+        cur = [0]
+        for j, y in enumerate(b, 1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return prev[-1]
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 over lower-cased words (longest common subsequence)."""
+    c, r = words(candidate), words(reference)
+    lcs = _lcs(c, r)
+    if lcs == 0:
+        return 0.0
+    p, rec = lcs / len(c), lcs / len(r)
+    return 2 * p * rec / (p + rec)
+
+
+def token_f1(candidate: str, reference: str) -> float:
+    """Bag-of-words F1 (SQuAD style) over lower-cased words."""
+    c, r = words(candidate), words(reference)
+    common = sum((Counter(c) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    p, rec = common / len(c), common / len(r)
+    return 2 * p * rec / (p + rec)
+
+
+def first_divergence(a: list[int], b: list[int]) -> int | None:
+    """Index of the first generated token where a and b differ (None when identical)."""
+    for i, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def mean(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+@dataclass
+class LogitGap:
+    """How far two arms' prompt logits are apart, against a tolerance."""
+
+    max_abs: float
+    scale: float  # max |logit| of the reference arm
+    tolerance: float
+
+    @property
+    def within(self) -> bool:
+        return self.max_abs <= self.tolerance
+
+
+def logit_gap(ref: list[torch.Tensor], other: list[torch.Tensor], *, atol: float = 1e-3,
+              rtol: float = 1e-4) -> LogitGap:
+    """max |Δlogit| over every prompt position; tolerance = atol + rtol * max |logit|."""
+    gap = max(float((a - b).abs().max()) for a, b in zip(ref, other, strict=True))
+    scale = max(float(a.abs().max()) for a in ref)
+    return LogitGap(gap, scale, atol + rtol * scale)
+
+
+def reference_nll(model: Any, tokenizer: Any, prompts: list[str], references: list[str],
+                  adapter_names: list[str] | None, *, max_len: int, batch_size: int = 8
+                  ) -> list[float]:
+    """Mean per-token NLL of each reference given its prompt; one row per (prompt, name)."""
+    import torch
+
+    names = adapter_names or [""]
+    rows: list[tuple[list[int], int, str]] = []
+    for prompt, ref in zip(prompts, references, strict=True):
+        p_ids = tokenizer(prompt)["input_ids"]
+        r_ids = tokenizer(ref, add_special_tokens=False)["input_ids"]
+        ids = (p_ids + r_ids)[:max_len]
+        rows.extend((ids, min(len(p_ids), len(ids)), n) for n in names)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll: list[float] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(r[0]) for r in chunk)
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+        for k, (row, n_prompt, _) in enumerate(chunk):  # right padding: positions stay natural
+            ids[k, :len(row)] = torch.tensor(row)
+            mask[k, :len(row)] = 1
+            labels[k, n_prompt:len(row)] = torch.tensor(row[n_prompt:], dtype=torch.long)
+        kwargs = {"adapter_names": [r[2] for r in chunk]} if adapter_names else {}
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           **kwargs).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:].to(device)
+        valid = target != -100
+        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        for k in range(len(chunk)):
+            n = int(valid[k].sum())
+            nll.append(float(-(picked[k][valid[k]].sum()) / n) if n else float("nan"))
+    return nll

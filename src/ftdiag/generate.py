@@ -1,0 +1,279 @@
+"""Batched generation over arms (base, adapter, merged) with one copy of the base weights.
+
+The base arm never comes from a second load nor from the object PEFT mutated: on a PeftModel it is
+PEFT's mixed batch (`adapter_names=["__base__", ...]`, both arms in one forward pass) or, where
+mixing is impossible (merged or DoRA layers), `disable_adapter()`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import GenerationConfig
+
+log = logging.getLogger(__name__)
+
+BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "typical_p", "min_p",
+                 "num_beams", "repetition_penalty", "no_repeat_ngram_size")
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class GenSettings:
+    """What to generate: greedy unless do_sample."""
+
+    max_new_tokens: int = 128
+    batch_size: int = 8
+    do_sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class Arm:
+    """One side of the comparison: a model and which adapter it runs (None = plain model)."""
+
+    name: str
+    model: Any
+    adapter: str | None = None  # "__base__" = adapters off, "default" = that adapter
+
+
+@dataclass
+class ArmOutput:
+    """One generated completion: new token ids (EOS cut), text, whether it hit max_new_tokens."""
+
+    ids: list[int]
+    text: str
+    hit_max: bool
+
+
+@dataclass
+class GenPlan:
+    """How the arms were run (shown in the report so nobody has to trust it)."""
+
+    mixed_batch: bool
+    calls: int = 0
+    rows: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def lora_layers(model: Any) -> list[Any]:
+    """Every PEFT tuner layer inside `model` (empty for a plain transformers model)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+
+
+def is_peft(model: Any) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model, PeftModel)
+
+
+def can_mix(model: Any) -> bool:
+    """True when PEFT's mixed batch works: LoRA layers present, none merged, no DoRA."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in lora_layers(model) if isinstance(m, LoraLayer)]
+    if not is_peft(model) or not layers or len(layers) != len(lora_layers(model)):
+        return False
+    return not any(m.merged or any(m.use_dora.values()) for m in layers)
+
+
+@contextlib.contextmanager
+def adapters_off(model: Any) -> Iterator[None]:
+    """All tuner layers of `model` disabled for the block, previous switches restored after."""
+    layers = lora_layers(model)
+    before = [bool(getattr(m, "disable_adapters", False)) for m in layers]
+    for m in layers:
+        m.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for m, was_off in zip(layers, before, strict=True):
+            m.enable_adapters(not was_off)
+
+
+def active_lora_layers(model: Any) -> int:
+    """How many tuner layers would change this model's output right now (not disabled)."""
+    return sum(1 for m in lora_layers(model) if not getattr(m, "disable_adapters", False))
+
+
+def generation_config(model: Any, tokenizer: Any, s: GenSettings) -> tuple[GenerationConfig,
+                                                                            dict[str, Any]]:
+    """The effective config (greedy unless asked) and what it overrode from generation_config."""
+    from transformers import GenerationConfig
+
+    own = getattr(model, "generation_config", None)
+    eos = getattr(own, "eos_token_id", None) if own is not None else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    cfg = GenerationConfig(
+        max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, num_beams=1,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
+        bos_token_id=getattr(own, "bos_token_id", None),
+    )
+    if s.do_sample:
+        cfg.temperature = s.temperature
+        cfg.top_k = 0
+        cfg.top_p = 1.0
+    overridden: dict[str, Any] = {}
+    if own is not None:
+        plain = GenerationConfig()
+        for key in SAMPLING_KEYS:
+            theirs = getattr(own, key, None)
+            if theirs is not None and theirs != getattr(plain, key, None):
+                overridden[key] = theirs
+    return cfg, overridden
+
+
+def eos_ids(cfg: GenerationConfig) -> set[int]:
+    eos = cfg.eos_token_id
+    return set(eos) if isinstance(eos, list) else ({eos} if eos is not None else set())
+
+
+def context_length(model: Any, tokenizer: Any) -> int:
+    """The context window (max_position_embeddings / n_positions), capped by the tokenizer."""
+    config = getattr(model, "config", None)
+    ctx = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    tok_max = getattr(tokenizer, "model_max_length", None)
+    values = [v for v in (ctx, tok_max) if isinstance(v, int) and 0 < v < 10**7]
+    return min(values) if values else 2048
+
+
+def order_by_length(prompts: list[str], tokenizer: Any) -> list[int]:
+    """Prompt indices sorted by token length, so batches need little padding."""
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    return sorted(range(len(prompts)), key=lambda i: lengths[i])
+
+
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _split(new: torch.Tensor, cfg: GenerationConfig, tokenizer: Any) -> ArmOutput:
+    ids = new.tolist()
+    stop = eos_ids(cfg)
+    cut = next((i for i, t in enumerate(ids) if t in stop), None)
+    kept = ids if cut is None else ids[:cut]
+    return ArmOutput(kept, tokenizer.decode(kept, skip_special_tokens=True), cut is None)
+
+
+def _generate_rows(model: Any, tokenizer: Any, prompts: list[str], cfg: GenerationConfig,
+                   adapter_names: list[str] | None) -> list[ArmOutput]:
+    import torch
+
+    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(_device(model))
+    kwargs: dict[str, Any] = {"adapter_names": adapter_names} if adapter_names else {}
+    with torch.inference_mode():
+        out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                             generation_config=cfg, **kwargs)
+    width = enc["input_ids"].shape[1]
+    return [_split(row[width:], cfg, tokenizer) for row in out]
+
+
+def _groups(arms: list[Arm]) -> list[list[Arm]]:
+    """Arms sharing one mixable PeftModel run together; the others each alone."""
+    groups: dict[int, list[Arm]] = {}
+    alone: list[list[Arm]] = []
+    for arm in arms:
+        if arm.adapter is not None and can_mix(arm.model):
+            groups.setdefault(id(arm.model), []).append(arm)
+        else:
+            alone.append([arm])
+    return [*groups.values(), *alone]
+
+
+@contextlib.contextmanager
+def arm_context(arm: Arm) -> Iterator[None]:
+    """Run one arm alone: base arm with the adapters switched off, adapter arm as is."""
+    if arm.adapter == BASE:
+        with adapters_off(arm.model):
+            if active_lora_layers(arm.model):  # cannot happen unless PEFT changes: refuse
+                raise RuntimeError("LoRA layers still active inside the base arm")
+            yield
+    else:
+        if arm.adapter is not None and is_peft(arm.model):
+            arm.model.set_adapter(arm.adapter)
+        yield
+
+
+def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings: GenSettings,
+                  progress: Progress | None = None) -> tuple[dict[str, list[ArmOutput]], GenPlan,
+                                                             dict[str, Any]]:
+    """Greedy (or seeded sampled) completions of every prompt under every arm."""
+    import torch
+
+    cfg, overridden = generation_config(arms[0].model, tokenizer, settings)
+    order = order_by_length(prompts, tokenizer)
+    results: dict[str, list[ArmOutput | None]] = {a.name: [None] * len(prompts) for a in arms}
+    groups = _groups(arms)
+    plan = GenPlan(mixed_batch=any(len(g) > 1 for g in groups))
+    total, done = len(prompts) * len(arms), 0
+    bs = max(1, settings.batch_size)
+    for group in groups:
+        torch.manual_seed(settings.seed)
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            batch = [prompts[i] for i in idx]
+            if len(group) > 1:
+                names = [a.adapter or BASE for a in group for _ in idx]
+                outs = _generate_rows(group[0].model, tokenizer, batch * len(group), cfg, names)
+            else:
+                with arm_context(group[0]):
+                    outs = _generate_rows(group[0].model, tokenizer, batch, cfg, None)
+            plan.calls += 1
+            plan.rows += len(outs)
+            for k, arm in enumerate(group):
+                for j, i in enumerate(idx):
+                    results[arm.name][i] = outs[k * len(idx) + j]
+            done += len(outs)
+            if progress:
+                progress(done, total)
+    final = {name: [o for o in outs if o is not None] for name, outs in results.items()}
+    effective = {"do_sample": cfg.do_sample, "num_beams": 1, "max_new_tokens": cfg.max_new_tokens,
+                 "seed": settings.seed, "pad_token_id": cfg.pad_token_id,
+                 "eos_token_id": cfg.eos_token_id, "use_cache": True}
+    if settings.do_sample:
+        effective.update(temperature=settings.temperature, top_k=0, top_p=1.0)
+    return final, plan, {"effective": effective, "overridden_from_model": overridden}
+
+
+def generate_one(tokenizer: Any, prompt: str, arm: Arm, settings: GenSettings) -> ArmOutput:
+    """One prompt alone, no padding, through the plain (non-mixed) path: the B004 reference."""
+    import torch
+
+    cfg, _ = generation_config(arm.model, tokenizer, settings)
+    torch.manual_seed(settings.seed)
+    with arm_context(arm):
+        return _generate_rows(arm.model, tokenizer, [prompt], cfg, None)[0]
+
+
+def prompt_logits(arm: Arm, tokenizer: Any, prompts: list[str]) -> list[torch.Tensor]:
+    """Full-prompt logits (fp32, CPU) of each prompt under one arm, one prompt at a time."""
+    import torch
+
+    outs = []
+    for prompt in prompts:
+        enc = tokenizer(prompt, return_tensors="pt").to(_device(arm.model))
+        with torch.inference_mode(), arm_context(arm):
+            logits = arm.model(**enc).logits[0]
+        outs.append(logits.float().cpu())
+    return outs
+
+
+def mixed_logits(model: Any, tokenizer: Any, prompt: str, names: list[str]) -> list[torch.Tensor]:
+    """Logits of one prompt in a mixed batch, one row per adapter name (the generate path)."""
+    import torch
+
+    enc = tokenizer([prompt] * len(names), return_tensors="pt").to(_device(model))
+    with torch.inference_mode():
+        logits = model(**enc, adapter_names=names).logits
+    return [row.float().cpu() for row in logits]

@@ -1,0 +1,141 @@
+"""merge: fold a LoRA adapter into its base in fp32, save atomically, verify vs base+adapter."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ftdiag.atomic import atomic_dir, is_nonempty_dir
+from ftdiag.compare import logit_gap
+from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.templates import DEFAULT_TEMPLATE, META_FILE, recorded_template
+
+log = logging.getLogger(__name__)
+
+HALF = {"float16", "bfloat16", "half", "fp16", "bf16"}
+PROBE_TITLES = ["Stainless steel water bottle", "Wireless headphones with noise cancelling",
+                "Organic cotton t-shirt"]
+MERGE_META = "ftdiag_merge.json"
+
+
+def precision_check(base_dir: Path) -> Finding:
+    """R007 when the base checkpoint is 4/8-bit or half precision (merged in fp32 regardless)."""
+    from ftdiag.models import read_config
+
+    cfg = read_config(base_dir)
+    quant = cfg.get("quantization_config")
+    dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
+    if quant:
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
+        return finding("R007", f"base is quantized ({method}); dequantized to fp32 before merging",
+                       hint="merge into the full-precision base when you have it",
+                       quantization=method)
+    if dtype in HALF:
+        return finding("R007", f"base stored in {dtype}; merged in fp32 so the update is not "
+                       "rounded away", hint="the merged model is saved in fp32", dtype=dtype)
+    return passed("R007", f"base in {dtype}; merged in fp32", dtype=dtype)
+
+
+def probe_prompts(adapter_dir: Path, tokenizer: Any) -> list[str]:
+    """A few prompts in the training format (recorded template, else the default)."""
+    tpl = recorded_template(adapter_dir)
+    if tpl is not None and not tpl.is_chat:
+        return [tpl.render(t, tokenizer) for t in PROBE_TITLES]
+    return [DEFAULT_TEMPLATE.replace("{title}", t) for t in PROBE_TITLES]
+
+
+def _logits(model: Any, tokenizer: Any, prompts: list[str]) -> list[Any]:
+    import torch
+
+    outs = []
+    for p in prompts:
+        enc = tokenizer(p, return_tensors="pt")
+        with torch.inference_mode():
+            outs.append(model(**enc).logits[0].float())
+    return outs
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise FtdiagError(f"--out {out} is a file, expected a folder")
+    if is_nonempty_dir(out) and not force:
+        raise FtdiagError(f"--out {out} is not empty", hint="pass --force to replace it")
+
+
+def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
+                  force: bool = False) -> Report:
+    """Merge in fp32, save model + tokenizer to `out` atomically, verify the saved model (B002)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ftdiag.abtest import BLOCKING, ABConfig, base_name_of, static_gate
+    from ftdiag.models import load_tokenizer, resolve_model_dir
+
+    adapter_dir, out = Path(adapter_dir), Path(out)
+    _check_out(out, force)
+    if not adapter_dir.is_dir():
+        raise FtdiagError(f"adapter folder not found: {adapter_dir}")
+    base_dir = resolve_model_dir(base_name_of(ABConfig(adapter_dir, base)))
+    report = Report("merge")
+    static = static_gate(ABConfig(adapter_dir, base), base_dir)
+    if static is not None:
+        report.add(*static.checks)
+        report.layers_run.append("S")
+        if any(c.code in BLOCKING and c.status == "fail" for c in static.checks):
+            report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
+            return report
+    report.add(precision_check(base_dir))
+    report.layers_run += ["R", "G"]
+    try:
+        plain = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+        model: Any = PeftModel.from_pretrained(plain.eval(), str(adapter_dir)).eval()
+    except Exception as exc:
+        raise FtdiagError(f"cannot load base + adapter for merging: {exc}") from exc
+    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
+    tokenizer = load_tokenizer(tok_src)
+    prompts = probe_prompts(adapter_dir, tokenizer)
+    reference = _logits(model, tokenizer, prompts)
+    merged = model.merge_and_unload()
+    with atomic_dir(out, replace=True) as tmp:
+        merged.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if (adapter_dir / META_FILE).is_file():
+            shutil.copy2(adapter_dir / META_FILE, tmp / META_FILE)
+        (tmp / MERGE_META).write_text(json.dumps(
+            {"adapter": str(adapter_dir.resolve()), "base": str(base_dir), "dtype": "float32"},
+            indent=2) + "\n", encoding="utf-8")
+        del merged, model, plain
+        reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32).eval()
+        report.add(verify(reference, _logits(reloaded, tokenizer, prompts)))
+    report.details.update(out=str(out), base=str(base_dir), adapter=str(adapter_dir),
+                          probes=len(prompts), dtype="float32")
+    return report
+
+
+def verify(reference: list[Any], merged: list[Any]) -> Finding:
+    """B002: the saved merged model against base+adapter on the probe prompts."""
+    gap = logit_gap(reference, merged)
+    ev: dict[str, Any] = {"max_abs_logit_diff": gap.max_abs, "tolerance": gap.tolerance,
+          "first_divergent_position": _first_argmax_divergence(reference, merged)}
+    if not gap.within:
+        return finding("B002", f"saved merged model differs from base+adapter: max |Δlogit| "
+                       f"{gap.max_abs:.3g} > {gap.tolerance:.3g}",
+                       hint="check tied embeddings / modules_to_save; re-run ftdiag merge", **ev)
+    return passed("B002", f"merged ≡ base+adapter on {len(reference)} probe prompts: "
+                  f"max |Δlogit| {gap.max_abs:.3g} ≤ {gap.tolerance:.3g}", **ev)
+
+
+def _first_argmax_divergence(a: list[Any], b: list[Any]) -> int | None:
+    """First prompt position (over all probes, in order) where the top-1 token differs."""
+    offset = 0
+    for x, y in zip(a, b, strict=True):
+        differ = (x.argmax(-1) != y.argmax(-1)).nonzero()
+        if len(differ):
+            return offset + int(differ[0])
+        offset += x.shape[0]
+    return None

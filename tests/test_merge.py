@@ -1,0 +1,70 @@
+"""`ftdiag merge`: fp32 merge, atomic save, verified against base+adapter, never clobbers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from typer.testing import CliRunner
+
+from ftdiag import tiny
+from ftdiag.cli import app
+from ftdiag.merge import merge_adapter
+from ftdiag.models import load_adapter, load_base
+from ftdiag.templates import DEFAULT_TEMPLATE
+
+runner = CliRunner()
+
+
+def test_merged_model_equals_base_plus_adapter(tiny_llama: Path, trained_adapter: Path,
+                                               tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    report = merge_adapter(trained_adapter, str(tiny_llama), out)
+    b002 = next(c for c in report.checks if c.code == "B002")
+    assert report.command == "merge" and b002.status == "pass"
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in
+                                                                       out.iterdir()}
+    merged = load_base(out)
+    loaded = load_base(tiny_llama)
+    peft = load_adapter(loaded, trained_adapter)
+    enc = loaded.tokenizer(DEFAULT_TEMPLATE.replace("{title}", "Mug"), return_tensors="pt")
+    with torch.no_grad():
+        gap = (merged.model(**enc).logits - peft(**enc).logits).abs().max()
+    assert float(gap) < 1e-4
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_refuses_non_empty_out_without_force(tiny_llama: Path, trained_adapter: Path,
+                                             tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep")
+    args = ["merge", "--adapter", str(trained_adapter), "--base", str(tiny_llama),
+            "--out", str(out)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "not empty" in res.stderr
+    assert (out / "mine.txt").read_text() == "keep"
+    res = runner.invoke(app, [*args, "--force", "--json"])
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["command"] == "merge"
+    assert not (out / "mine.txt").exists() and (out / "config.json").is_file()
+
+
+def test_half_precision_base_warns_r007_and_merges_in_fp32(trained_adapter: Path,
+                                                           tmp_path: Path) -> None:
+    base = tiny.save_base(tmp_path / "base")
+    model = load_base(base).model.to(torch.float16)
+    model.save_pretrained(base)
+    report = merge_adapter(trained_adapter, str(base), tmp_path / "merged")
+    assert "R007" in report.codes()
+    assert next(c for c in report.checks if c.code == "B002").status == "pass"
+    cfg = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert (cfg.get("dtype") or cfg.get("torch_dtype")) == "float32"
+
+
+def test_missing_base_is_one_line_exit_2(trained_adapter: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["merge", "--adapter", str(trained_adapter), "--base",
+                              str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "Traceback" not in res.stderr
+    assert not (tmp_path / "m").exists()
