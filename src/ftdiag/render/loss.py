@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ftdiag.atomic import write_bytes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
 from ftdiag.render.findings import VERDICT_STYLE, checks_table, print_report, verdict_text
@@ -158,7 +156,7 @@ def save_png(report: Report, path: str | Path) -> Path:
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
     try:
-        _write_bytes(path, buf.getvalue())
+        write_bytes(path, buf.getvalue())
     except OSError as exc:
         raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
@@ -174,21 +172,6 @@ def _maybe_plot(console: Console, curves: list[Curve], plot: bool, title: str) -
     except ImportError:  # plotext is a dependency, but a broken install should not stop a report
         return
     console.print(Text.from_ansi(text), no_wrap=True, crop=True)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _has_curve(d: dict[str, Any]) -> bool:
