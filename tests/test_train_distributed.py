@@ -1,0 +1,45 @@
+"""`ftdiag train` under torchrun: 2 CPU processes (gloo), one adapter, losses logged once."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _train_helpers import toy_records, write_jsonl
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.skipif(not (BIN / "torchrun").is_file() or not (BIN / "ftdiag").is_file(),
+                    reason="torchrun / ftdiag scripts not installed in this environment")
+def test_two_process_cpu_run(tmp_path: Path, tiny_llama: Path) -> None:
+    data = write_jsonl(tmp_path / "trn.json", toy_records(48))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "FTDIAG_CACHE": str(tmp_path / "cache")}
+    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(BIN / "ftdiag"), "train", "--data", str(data), "--base", str(tiny_llama),
+           "--out", str(out), "--max-steps", "4", "--eval-steps", "2", "--logging-steps", "1",
+           "--max-length", "96", "--lr", "1e-2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]
+    assert proc.stdout.count("training summary") == 1  # rank 0 alone prints
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert not list(out.glob(".*tmp*"))
+    meta = json.loads((out / "ftdiag_meta.json").read_text())
+    assert meta["hyperparameters"]["world_size"] == 2
+    assert meta["result"]["steps"] == 4 and meta["result"]["static_verdict"] == "pass"
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
+    n_train = len((out / "train_examples.jsonl").read_text().splitlines())
+    assert n_train == meta["data"]["summary"]["train_size"]
