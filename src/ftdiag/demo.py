@@ -34,10 +34,10 @@ class DemoPlan:
     max_new_tokens: int
 
 
-FULL = DemoPlan(records=240, epochs=2.0, max_steps=60, lr=2e-3, batch_size=8,
-                doctor_titles=8, max_new_tokens=64)
+FULL = DemoPlan(records=240, epochs=2.0, max_steps=60, lr=1e-3, batch_size=4,
+                doctor_titles=8, max_new_tokens=96)
 FAST = DemoPlan(records=64, epochs=1.0, max_steps=8, lr=3e-3, batch_size=8,
-                doctor_titles=3, max_new_tokens=24)
+                doctor_titles=3, max_new_tokens=80)
 
 
 @dataclass
@@ -108,6 +108,10 @@ def run_demo(fast: bool = False, workdir: Path | None = None, stage: StageFn | N
                      stage=say, progress=progress)
     say("reproducing the seed's bug (comparing against the mutated base object)")
     bug = reproduce_seed_bug(run_dir, doc, plan.max_new_tokens)
+    from ftdiag.atomic import write_text
+    from ftdiag.render.doctor import to_html
+
+    write_text(workdir / "doctor-report.html", to_html(doc))
     result = DemoResult(workdir, data, trained, doc, bug)
     result.report = demo_report(result)
     return result

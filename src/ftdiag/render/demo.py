@@ -34,6 +34,7 @@ def print_demo(result: DemoResult, console: Console) -> None:
     )
     console.rule("[bold]2. doctor on the trained run")
     print_doctor(result.doctor, console)
+    console.print(f"full report: {result.workdir / 'doctor-report.html'}")
     bug = result.seed_bug
     console.rule("[bold]3. the seed's bug, reproduced")
     console.print(f"title: [bold]{bug.title}[/]")

@@ -32,6 +32,17 @@ def print_doctor(result: DoctorResult, console: Console) -> None:
     for i, c in enumerate(result.criteria, 1):
         table.add_row(mark(_status(c.ok)), f"{i}. {c.name}", c.evidence)
     console.print(table)
+    samples = _rows(result)[:3]
+    if samples:
+        side = Table(title="base vs adapter (greedy, first titles)", title_justify="left")
+        side.add_column("title", ratio=1)
+        side.add_column("base", ratio=2, overflow="fold")
+        side.add_column("adapter", ratio=2, overflow="fold")
+        for r in samples:
+            outs = r.get("outputs", {})
+            side.add_row(Text(str(r.get("title", ""))), Text(_clip(outs.get("base", ""))),
+                         Text(_clip(outs.get("adapter", ""))))
+        console.print(side)
     if result.causes:
         causes = Table(title="most likely causes", title_justify="left")
         causes.add_column("#", justify="right")
@@ -43,6 +54,11 @@ def print_doctor(result: DoctorResult, console: Console) -> None:
                            "\n".join(rc.evidence[:3]), rc.cause.next_step)
         console.print(causes)
     console.print(verdict_text(result.report))
+
+
+def _clip(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[:n] + "…"
 
 
 def _rows(result: DoctorResult) -> list[dict[str, Any]]:
