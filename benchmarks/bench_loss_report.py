@@ -83,9 +83,7 @@ def main() -> None:
         print(f"CLI --json end to end (fresh process): {cli:.3f} s  ratio to target: "
               f"{cli / TARGET_S:.2f}")
         base = time_import("ftdiag.cli")
-        hf = time_import("transformers.utils.logging")
-        print(f"  of which start-up: python + import ftdiag.cli {base:.3f} s; "
-              f"import transformers (cli.quiet_libraries) {hf:.3f} s")
+        print(f"  of which start-up: python + import ftdiag.cli {base:.3f} s")
 
 
 if __name__ == "__main__":

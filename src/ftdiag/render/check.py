@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.findings import CODES, Finding, Report
-from ftdiag.render.findings import mark, verdict_text
+from ftdiag.findings import Report
+from ftdiag.render.findings import checks_table, verdict_text
 
 FULL_TABLE = 12  # show every layer up to this many, else the worst/best ones and totals
 WORST, BEST = 5, 3
@@ -17,20 +17,6 @@ WORST, BEST = 5, 3
 
 def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
-
-
-def check_rows(checks: list[Finding]) -> Table:
-    """One row per check: mark, code, neutral check name, evidence, hint."""
-    table = Table(title="check-adapter", title_justify="left")
-    table.add_column("", width=1)
-    table.add_column("code", style="bold", no_wrap=True)
-    table.add_column("check", no_wrap=True)
-    table.add_column("evidence", overflow="fold")
-    table.add_column("hint", style="dim", overflow="fold")
-    for f in checks:
-        name = CODES[f.code].name if f.code in CODES else f.title
-        table.add_row(mark(f.status), f.code, name, Text(f.message), Text(f.hint))
-    return table
 
 
 def layer_table(static: dict[str, Any]) -> Table | None:
@@ -100,7 +86,7 @@ def status_table(runtime: dict[str, Any]) -> Table | None:
 def print_check_report(report: Report, console: Console) -> None:
     """check-adapter's report: checks, layer stats, runtime status, verdict line."""
     if report.checks:
-        console.print(check_rows(report.checks))
+        console.print(checks_table(report.checks, title="check-adapter"))
     static = report.details.get("static") or {}
     table = layer_table(static)
     if table is not None:
