@@ -180,7 +180,7 @@ def load_base(name_or_path: str | os.PathLike[str], device: str | None = None,
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or default_dtype)
     except Exception as exc:
         raise FtdiagError(f"cannot load model from {model_dir}: {exc}") from exc
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]  # transformers types .to() oddly
     model.eval()
     return LoadedBase(model, load_tokenizer(model_dir), model_dir, str(name_or_path), device)
 

@@ -75,20 +75,20 @@ def build_model(arch: str = "llama", vocab_size: int = 384, seed: int = 0,
     torch.manual_seed(seed)
     ids: dict[str, Any] = {"pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
     if arch == "llama":
-        cfg = LlamaConfig(
+        llama_cfg = LlamaConfig(
             vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
             num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=512, tie_word_embeddings=False, initializer_range=init,
             **ids,
         )
-        model: PreTrainedModel = LlamaForCausalLM(cfg)
+        model: PreTrainedModel = LlamaForCausalLM(llama_cfg)
     elif arch == "gpt2":
-        cfg = GPT2Config(
+        gpt2_cfg = GPT2Config(
             vocab_size=vocab_size, n_embd=hidden, n_layer=layers, n_head=4, n_positions=512,
             initializer_range=init,
             **ids,
         )
-        model = GPT2LMHeadModel(cfg)
+        model = GPT2LMHeadModel(gpt2_cfg)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
     model.generation_config.pad_token_id = 0

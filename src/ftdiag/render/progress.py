@@ -10,6 +10,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -30,12 +31,15 @@ def stage_progress(enabled: bool = True) -> Iterator[tuple[StageFn, ProgressFn]]
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err(), transient=False) as bar:
-        current: list[int] = []
+        current: list[TaskID] = []
+
+        def finish_current() -> None:
+            if current:
+                total = next(t.total for t in bar.tasks if t.id == current[-1]) or 1
+                bar.update(current[-1], total=total, completed=total)
 
         def stage(name: str) -> None:
-            if current:
-                task = bar.tasks[current[-1]]
-                bar.update(current[-1], total=task.total or 1, completed=task.total or 1)
+            finish_current()
             current.append(bar.add_task(name, total=None))
 
         def progress(done: int, total: int) -> None:
@@ -43,6 +47,4 @@ def stage_progress(enabled: bool = True) -> Iterator[tuple[StageFn, ProgressFn]]
                 bar.update(current[-1], completed=done, total=total)
 
         yield stage, progress
-        if current:
-            task = bar.tasks[current[-1]]
-            bar.update(current[-1], total=task.total or 1, completed=task.total or 1)
+        finish_current()
