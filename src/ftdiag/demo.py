@@ -36,8 +36,8 @@ class DemoPlan:
 
 FULL = DemoPlan(records=240, epochs=2.0, max_steps=60, lr=1e-3, batch_size=4,
                 doctor_titles=8, max_new_tokens=96)
-FAST = DemoPlan(records=64, epochs=1.0, max_steps=8, lr=3e-3, batch_size=8,
-                doctor_titles=3, max_new_tokens=80)
+FAST = DemoPlan(records=48, epochs=1.0, max_steps=6, lr=3e-3, batch_size=4,
+                doctor_titles=2, max_new_tokens=48)
 
 
 @dataclass
@@ -101,8 +101,8 @@ def run_demo(fast: bool = False, workdir: Path | None = None, stage: StageFn | N
     trained = train(TrainConfig(
         data=data, out=run_dir, base=EMBEDDED_NAME, records=plan.records, epochs=plan.epochs,
         max_steps=plan.max_steps, lr=plan.lr, batch_size=plan.batch_size, force=True,
-        eval_steps=max(plan.max_steps // 4, 2),
-    ))
+        eval_steps=max(plan.max_steps // 4, 3),
+    ), progress=(lambda s: progress(s.step, s.max_steps)) if progress else None)
     say("doctor")
     doc = run_doctor(run_dir, n=plan.doctor_titles, max_new_tokens=plan.max_new_tokens,
                      stage=say, progress=progress)
