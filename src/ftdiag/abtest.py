@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ftdiag.compare import first_divergence, logit_gap, mean, reference_nll, rouge_l, token_f1
+from ftdiag.compare import (
+    first_divergence,
+    logit_gap,
+    mean,
+    merged_gap_finding,
+    reference_nll,
+    rouge_l,
+    token_f1,
+)
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.generate import (
@@ -434,11 +442,6 @@ def _merged_check(adapter: Arm, merged: Arm, prompts: list[str], tokenizer: Any,
                     atol=5e-2 if half else 1e-3, rtol=1e-2 if half else 1e-4)
     differ = [i for i, r in enumerate(rows) if r.merged_first_divergent_token is not None]
     first = min((rows[i].merged_first_divergent_token or 0 for i in differ), default=None)
-    ev: dict[str, Any] = {"max_abs_logit_diff": gap.max_abs, "tolerance": gap.tolerance,
-                          "texts_differ": len(differ), "first_divergent_token": first}
-    if not gap.within:
-        return finding("B002", f"merged differs from base+adapter: max |Δlogit| {gap.max_abs:.3g}"
-                       f" > {gap.tolerance:.3g}; texts differ on {len(differ)}/{len(rows)}",
-                       hint="re-merge in fp32 with ftdiag merge", **ev)
-    return passed("B002", f"merged ≡ adapter: max |Δlogit| {gap.max_abs:.3g} ≤ "
-                  f"{gap.tolerance:.3g}; texts differ on {len(differ)}/{len(rows)}", **ev)
+    return merged_gap_finding(gap, "merged", f"; texts differ on {len(differ)}/{len(rows)}",
+                              hint="re-merge in fp32 with ftdiag merge",
+                              texts_differ=len(differ), first_divergent_token=first)

@@ -9,6 +9,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ftdiag.findings import Finding, finding, passed
+
 if TYPE_CHECKING:
     import torch
 
@@ -107,6 +109,18 @@ def logit_gap(ref: list[torch.Tensor], other: list[torch.Tensor], *, atol: float
     gap = max(float((a - b).abs().max()) for a, b in zip(ref, other, strict=True))
     scale = max(float(a.abs().max()) for a in ref)
     return LogitGap(gap, scale, atol + rtol * scale)
+
+
+def merged_gap_finding(gap: LogitGap, subject: str, detail: str = "", *, hint: str,
+                       **evidence: Any) -> Finding:
+    """B002 from a merged-vs-(base+adapter) logit gap: fail beyond tolerance, pass within it."""
+    ev: dict[str, Any] = {"max_abs_logit_diff": gap.max_abs, "tolerance": gap.tolerance,
+                          **evidence}
+    if not gap.within:
+        return finding("B002", f"{subject} differs from base+adapter: max |Δlogit| "
+                       f"{gap.max_abs:.3g} > {gap.tolerance:.3g}{detail}", hint=hint, **ev)
+    return passed("B002", f"{subject} ≡ base+adapter{detail}: max |Δlogit| {gap.max_abs:.3g} ≤ "
+                  f"{gap.tolerance:.3g}", **ev)
 
 
 def reference_nll(model: Any, tokenizer: Any, prompts: list[str], references: list[str],

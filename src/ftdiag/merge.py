@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.atomic import atomic_dir, is_nonempty_dir
-from ftdiag.compare import logit_gap
+from ftdiag.compare import logit_gap, merged_gap_finding
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.templates import DEFAULT_TEMPLATE, META_FILE, recorded_template
@@ -119,15 +119,10 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
 
 def verify(reference: list[Any], merged: list[Any]) -> Finding:
     """B002: the saved merged model against base+adapter on the probe prompts."""
-    gap = logit_gap(reference, merged)
-    ev: dict[str, Any] = {"max_abs_logit_diff": gap.max_abs, "tolerance": gap.tolerance,
-          "first_divergent_position": _first_argmax_divergence(reference, merged)}
-    if not gap.within:
-        return finding("B002", f"saved merged model differs from base+adapter: max |Δlogit| "
-                       f"{gap.max_abs:.3g} > {gap.tolerance:.3g}",
-                       hint="check tied embeddings / modules_to_save; re-run ftdiag merge", **ev)
-    return passed("B002", f"merged ≡ base+adapter on {len(reference)} probe prompts: "
-                  f"max |Δlogit| {gap.max_abs:.3g} ≤ {gap.tolerance:.3g}", **ev)
+    return merged_gap_finding(
+        logit_gap(reference, merged), "saved merged model", f" on {len(reference)} probe prompts",
+        hint="check tied embeddings / modules_to_save; re-run ftdiag merge",
+        first_divergent_position=_first_argmax_divergence(reference, merged))
 
 
 def _first_argmax_divergence(a: list[Any], b: list[Any]) -> int | None:
