@@ -44,22 +44,9 @@ TITLES = [
 
 def make_adapter(out: Path) -> Path:
     """A LoRA adapter on SmolLM2 with small random (non-zero) lora_B, so the arms differ."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    from ftdiag.tiny import save_random_adapter
 
-    from ftdiag.models import load_base
-
-    loaded = load_base(BASE)
-    torch.manual_seed(0)
-    cfg = LoraConfig(r=8, lora_alpha=16, task_type="CAUSAL_LM",
-                     target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
-    model = get_peft_model(loaded.model, cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.03)
-    model.save_pretrained(str(out))
-    return out
+    return save_random_adapter(BASE, out, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 def prompts(n: int, tokenizer: Any) -> list[str]:

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ftdiag.cli import app
+from ftdiag.tiny import save_random_adapter
 
 TITLES = ["Stainless Steel Insulated Water Bottle 750ml", "Wireless Bluetooth Headphones",
           "Organic Cotton T-Shirt for Men"]
@@ -16,21 +17,7 @@ TITLES = ["Stainless Steel Insulated Water Bottle 750ml", "Wireless Bluetooth He
 
 def random_adapter(out: Path) -> Path:
     """A LoRA adapter on SmolLM2 with small random lora_B (what a few training steps give)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from ftdiag.models import load_base
-
-    loaded = load_base("smollm2-135m")
-    torch.manual_seed(0)
-    model = get_peft_model(loaded.model, LoraConfig(
-        r=8, lora_alpha=16, task_type="CAUSAL_LM", target_modules=["q_proj", "v_proj"]))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, 0.03)
-    model.save_pretrained(str(out))
-    return out
+    return save_random_adapter("smollm2-135m", out, target_modules=["q_proj", "v_proj"])
 
 
 @pytest.mark.slow

@@ -142,3 +142,23 @@ def train_toy_adapter(base_dir: Path | str, out: Path | str, *, steps: int = 30,
     peft_model.save_pretrained(str(out), save_embedding_layers=save_embedding_layers)
     tok.save_pretrained(str(out))
     return out
+
+
+def save_random_adapter(base: str | Path, out: Path | str, *, target_modules: list[str],
+                        b_std: float = 0.03, r: int = 8, alpha: int = 16, seed: int = 0) -> Path:
+    """A LoRA adapter whose lora_B is small random noise (what a few training steps give)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ftdiag.models import load_base
+
+    loaded = load_base(base)
+    torch.manual_seed(seed)
+    model = get_peft_model(loaded.model, LoraConfig(
+        r=r, lora_alpha=alpha, task_type="CAUSAL_LM", target_modules=target_modules))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, b_std)
+    model.save_pretrained(str(out))
+    return Path(out)
