@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from ftdiag.atomic import atomic_dir, write_json
 from ftdiag.cli import app
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import ADDED_CODES, CODES, Report, finding, passed
+from ftdiag.findings import ADDED_CODES, CODES, LAYERS, Report, finding, passed
 from ftdiag.models import load_base, resolve_model_dir
 from ftdiag.templates import DEFAULT_TEMPLATE, load_template
 
@@ -21,12 +22,16 @@ CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "FAILURE_MODES.md"
 def test_code_table_matches_the_contract() -> None:
     if not CONTRACT.is_file():
         pytest.skip("shared/FAILURE_MODES.md not beside the checkout")
-    rows = [line.split("|") for line in CONTRACT.read_text().splitlines() if line.startswith("| ")]
-    contract = {r[1].strip(): r[2].strip() for r in rows if r[1].strip()[:1] in "ARBLD"
-                and r[1].strip()[1:].isdigit()}
+    rows = [[c.strip() for c in line.split("|")[1:-1]]
+            for line in CONTRACT.read_text().splitlines() if line.startswith("| ")]
+    contract = {r[0]: r for r in rows if re.fullmatch(r"[A-Z]\d{3}", r[0])}
+    assert {c[0] for c in contract} >= set("ARBLDEX")  # every family the table holds is read
     assert set(contract) == set(CODES) - ADDED_CODES
-    for code, sev in contract.items():
-        assert CODES[code].severity == sev.split("/")[0], code
+    assert not ADDED_CODES & set(contract), "adopted codes must leave ADDED_CODES"
+    for code, (_, sev, layer, name, _what) in contract.items():
+        info = CODES[code]
+        assert (info.severity, info.layer, info.name) == (sev.split("/")[0], layer, name), code
+        assert layer in LAYERS, code
 
 
 def test_verdict_is_worst_finding() -> None:

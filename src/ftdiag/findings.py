@@ -36,6 +36,10 @@ CODES: dict[str, CodeInfo] = {
         _c("A008", "fail", "S", "base-mismatch", "adapter built for another base"),
         _c("A009", "fail", "S", "vocab-mismatch", "vocabulary size disagrees"),
         _c("A010", "warn", "S", "partially-trained", "some layers untrained"),
+        _c("A011", "fail", "S", "config-weights-mismatch", "adapter config disagrees with weights"),
+        _c("A012", "warn", "S", "stale-checkpoint", "an earlier checkpoint of the run"),
+        _c("A013", "warn", "S", "tied-embedding-update", "update to tied embeddings"),
+        _c("A014", "warn", "S", "quantized-training-base", "trained on a quantized base"),
         _c("R001", "fail", "R", "adapter-not-injected", "no LoRA layers in the model"),
         _c("R002", "fail", "R", "adapter-inactive", "LoRA layers disabled or inactive"),
         _c("R003", "warn", "R", "train-mode", "model in training mode"),
@@ -51,6 +55,15 @@ CODES: dict[str, CodeInfo] = {
         _c("B003", "warn", "G", "runaway-generation", "outputs hit max_new_tokens"),
         _c("B004", "warn", "G", "batch-inconsistent", "batched output differs from single"),
         _c("B005", "warn", "G", "no-improvement", "adapter not closer to references than base"),
+        _c("E001", "fail", "E", "served-identical", "served adapter equals served base"),
+        _c("E002", "fail", "E", "served-is-base", "served adapter reproduces the local base"),
+        _c("E003", "fail", "E", "served-model-missing", "served model name missing or failing"),
+        _c("E004", "warn", "E", "served-drift", "served adapter drifts from the local adapter"),
+        _c("X001", "fail", "X", "export-equals-base", "export holds the base weights"),
+        _c("X002", "fail", "X", "export-delta-wrong", "export delta differs from the adapter"),
+        _c("X003", "warn", "X", "export-precision-loss", "saved precision rounds the update away"),
+        _c("X004", "fail", "X", "gguf-adapter-mismatch", "LoRA GGUF disagrees with the adapter"),
+        _c("X005", "warn", "X", "modelfile-mismatch", "Modelfile serves base or other prompt"),
         _c("L001", "fail", "L", "no-loss-log", "no readable loss records"),
         _c("L002", "fail", "L", "loss-not-decreasing", "training loss did not decrease"),
         _c("L003", "warn", "L", "loss-diverging", "loss rises or spikes"),
@@ -66,10 +79,11 @@ CODES: dict[str, CodeInfo] = {
     ]
 }
 
-# Codes ftdiag added after the contract's first table (next free number in their family).
-ADDED_CODES = frozenset({"B005"})
+# Codes ftdiag uses before the contract adopts them (next free number in their family).
+ADDED_CODES: frozenset[str] = frozenset()
 
-LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data"}
+LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data",
+          "E": "endpoint", "X": "export"}
 _RANK = {"skip": -1, "pass": 0, "info": 1, "warn": 2, "fail": 3}
 
 
