@@ -69,3 +69,43 @@ def write_merged_gguf(model_dir: Path, out: Path, qtype: str = "F32") -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return out
+
+
+def write_lora_gguf(adapter: Path, base: Path, out: Path, *, alpha: float | None = None,
+                    arch: str = "llama", general_type: str = "adapter",
+                    adapter_type: str = "lora", drop: int = 0, rank_cut: int = 0) -> Path:
+    """A PEFT adapter written in llama.cpp's convert_lora_to_gguf layout (lora_b q/k permuted).
+
+    `alpha` overrides adapter.lora.alpha; `drop` leaves out the last pairs; `rank_cut` keeps
+    fewer rank components. The defaults give a faithful conversion.
+    """
+    import gguf
+
+    from ftdiag.export.lora import read_lora
+    from ftdiag.export.weights import permute
+
+    cfg = json.loads((base / "config.json").read_text())
+    heads = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or heads
+    lora = read_lora(adapter)
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_type(general_type)
+    writer.add_string(gguf.Keys.Adapter.TYPE, adapter_type)
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA,
+                       float(lora.config["lora_alpha"] if alpha is None else alpha))
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+    updates = list(lora.updates.values())
+    for upd in updates[:len(updates) - drop]:
+        name = f"{names.get_name(upd.module)}.weight"
+        a, b = upd.a, upd.b
+        if upd.module.endswith(("q_proj", "k_proj")):
+            b = permute(b, heads if upd.module.endswith("q_proj") else kv)
+        if rank_cut:
+            a, b = a[:-rank_cut], b[:, :-rank_cut]
+        writer.add_tensor(f"{name}.lora_a", a.copy())
+        writer.add_tensor(f"{name}.lora_b", b.copy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
