@@ -76,8 +76,8 @@ def _status(meta: dict[str, Any], code: str) -> str:
 
 
 def _quiet() -> FtdiagCallback:
-    shown: list[tuple[Finding, str]] = []
-    cb = FtdiagCallback(show=lambda f, where: shown.append((f, where)))
+    shown: list[tuple[list[Finding], str]] = []
+    cb = FtdiagCallback(show=lambda checks, where: shown.append((checks, where)))
     cb.shown = shown  # type: ignore[attr-defined]
     return cb
 
@@ -142,7 +142,7 @@ def test_on_error_warn_keeps_training_and_records_the_failure(tiny_llama: Path,
     out = tmp_path / "run"
     model = _lora_model(tiny_llama)
     _cut_lora_gradients(model)
-    cb = FtdiagCallback(on_error="warn", show=lambda f, where: None)
+    cb = FtdiagCallback(on_error="warn", show=lambda checks, where: None)
     trainer = _sft(tiny_llama, out, cb, model=model)
     trainer.train()
     assert trainer.state.global_step == 4

@@ -28,7 +28,7 @@ from ftdiag.train_checks import LabelStats, batch_checks, gradient_check, lora_g
 
 log = logging.getLogger(__name__)
 
-Show = Callable[[Finding, str], None]
+Show = Callable[[list[Finding], str], None]  # the checks of one event, where
 
 
 class FtdiagCheckError(FtdiagError):
@@ -160,9 +160,7 @@ class FtdiagCallback(TrainerCallback):
     def _record(self, checks: list[Finding], where: str) -> None:
         self.report.add(*checks)
         if self._main:
-            show = self.show or _default_show()
-            for check in checks:
-                show(check, where)
+            (self.show or _default_show())(checks, where)
         self._write()
         failed = [c for c in checks if c.status == "fail"]
         if failed and self.on_error == "raise":
@@ -187,7 +185,7 @@ class FtdiagCallback(TrainerCallback):
 
 
 def _default_show() -> Show:
-    from ftdiag.render.callback import print_check
+    from ftdiag.render.callback import print_checks
 
-    return print_check
+    return print_checks
 

@@ -63,8 +63,10 @@ def gradient_check(stats: GradStats) -> Finding:
         return finding("L009", f"after step 1 none of the {stats.lora_tensors} LoRA tensors "
                        "received a non-zero gradient: training would not change the model",
                        hint=GC_HINT, **ev)
-    return passed("L009", f"{stats.nonzero} of {stats.lora_tensors} LoRA tensors got a "
-                  f"gradient after step 1 (norm {stats.norm:.3g})", **ev)
+    ok = passed("L009", f"{stats.nonzero} of {stats.lora_tensors} LoRA tensors got a "
+                f"gradient after step 1 (norm {stats.norm:.3g})", **ev)
+    ok.check = "LoRA gradients flow"  # a pass row named for what it proves
+    return ok
 
 
 @dataclass
@@ -110,7 +112,8 @@ def batch_checks(stats: LabelStats, eos_id: int | None) -> list[Finding]:
         hint = ("EOS is in the inputs but masked: a collator that masks pad labels masks EOS "
                 "too when pad_token == eos_token; set a distinct pad token")
     else:
-        hint = "no example ends with EOS: append tokenizer.eos_token to every training text"
+        hint = ("no example the model saw contains EOS: append tokenizer.eos_token to every "
+                "text, or raise max_length if truncation cuts it off")
     checks.append(eos_check(stats.examples, stats.eos_trained, eos_id, hint=hint,
                             eos_in_inputs=stats.eos_in_inputs))
     return checks
