@@ -13,6 +13,7 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding
 from ftdiag.train_checks import gradient_check, lora_grad_stats
 
 
@@ -80,6 +81,7 @@ class GradCheckCallback(TrainerCallback):
 
     def __init__(self) -> None:
         self.stats: dict[str, Any] | None = None
+        self.check: Finding | None = None
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
                               control: TrainerControl, model: Any = None, **kw: Any) -> None:
@@ -87,7 +89,7 @@ class GradCheckCallback(TrainerCallback):
             return
         stats = lora_grad_stats(model)
         self.stats = asdict(stats)
-        check = gradient_check(stats)
+        self.check = check = gradient_check(stats)
         if check.status == "fail":
             raise NoLoraGradientError(check.message, hint=check.hint)
 
