@@ -23,14 +23,18 @@ class GradStats:
     nonzero: int  # of them, with a finite non-zero gradient
     norm: float  # total L2 norm of those gradients
     finite: bool
+    frozen: int = 0  # LoRA tensors with requires_grad=False
 
 
 def lora_grad_stats(model: Any) -> GradStats:
     """How many LoRA tensors got a non-zero, finite gradient, and the total gradient norm."""
-    total, nonzero, sq = 0, 0, 0.0
+    total, nonzero, frozen, sq = 0, 0, 0, 0.0
     finite = True
     for name, p in model.named_parameters():
-        if not p.requires_grad or "lora_" not in name:
+        if "lora_" not in name:
+            continue
+        if not p.requires_grad:
+            frozen += 1
             continue
         total += 1
         if p.grad is None:
@@ -41,19 +45,20 @@ def lora_grad_stats(model: Any) -> GradStats:
         elif norm > 0:
             nonzero += 1
             sq += norm * norm
-    return GradStats(total, nonzero, math.sqrt(sq), finite)
+    return GradStats(total, nonzero, math.sqrt(sq), finite, frozen)
 
 
-GC_HINT = ("check lora_dropout < 1 and target_modules; with gradient checkpointing call "
-           "model.enable_input_require_grads() (or use_reentrant=False)")
+GC_HINT = ("check that the LoRA weights are trainable, lora_dropout < 1 and target_modules; "
+           "with gradient checkpointing call model.enable_input_require_grads()")
 
 
 def gradient_check(stats: GradStats) -> Finding:
     """L009: fail when no LoRA parameter received a usable gradient after step 1."""
     ev: dict[str, Any] = {"lora_tensors": stats.lora_tensors, "nonzero": stats.nonzero,
-          "grad_norm": stats.norm, "finite": stats.finite}
+          "grad_norm": stats.norm, "finite": stats.finite, "frozen": stats.frozen}
+    frozen = f" ({stats.frozen} LoRA tensors are frozen)" if stats.frozen else ""
     if stats.lora_tensors == 0:
-        return finding("L009", "the model has no trainable LoRA parameters",
+        return finding("L009", f"the model has no trainable LoRA parameters{frozen}",
                        hint="check target_modules against the model's modules, and that the "
                             "adapter is not frozen (requires_grad=False)", **ev)
     if not stats.finite:
@@ -61,7 +66,8 @@ def gradient_check(stats: GradStats) -> Finding:
                        hint="lower the learning rate, check the data and the dtype", **ev)
     if stats.nonzero == 0:
         return finding("L009", f"after step 1 none of the {stats.lora_tensors} LoRA tensors "
-                       "received a non-zero gradient: training would not change the model",
+                       f"received a non-zero gradient{frozen}: training would not change the "
+                       "model",
                        hint=GC_HINT, **ev)
     ok = passed("L009", f"{stats.nonzero} of {stats.lora_tensors} LoRA tensors got a "
                 f"gradient after step 1 (norm {stats.norm:.3g})", **ev)
