@@ -25,6 +25,8 @@ def run_meta(args: Any, model: Any, tokenizer: Any, template: str | None) -> dic
 
     base = base_name(model)
     base_dir = local_base_dir(base)
+    if base and base_dir is not None and Path(base).expanduser().is_dir():
+        base = str(base_dir)  # absolute, so doctor finds it from any working directory
     lora = lora_config(model)
     first = next(iter(model.parameters()), None) if model is not None else None
     return {
