@@ -182,3 +182,22 @@ def test_an_unknown_on_error_is_refused() -> None:
 
     with pytest.raises(FtdiagError, match="on_error"):
         FtdiagCallback(on_error="ignore")  # type: ignore[arg-type]
+
+
+def test_all_labels_masked_stop_at_step_1_with_d002(tiny_llama: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    trainer = _plain(tiny_llama, out, _quiet(), pad_is_eos=False)
+    collate = trainer.data_collator
+
+    def mask_everything(features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = collate(features)
+        batch["labels"][:] = -100  # e.g. a completion mask that never finds the response
+        return batch
+
+    trainer.data_collator = mask_everything
+    with pytest.raises(FtdiagCheckError) as err:
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert {c.code for c in err.value.checks} == {"L009", "D002"}
+    d002 = next(f for f in _meta(out)["findings"] if f["code"] == "D002")
+    assert d002["severity"] == "fail" and d002["evidence"]["no_labels"] == 4

@@ -55,14 +55,18 @@ class FtdiagCallback(TrainerCallback):
         self.check_saves = check_saves
         self.template = template  # the prompt template with {title}, when the script has one
         self.show = show
+        self._hook: Any = None
+        self._reset()
+
+    def _reset(self) -> None:
+        """A fresh record for each `trainer.train()` call."""
+        self._unhook()
         self.report = Report("train-callback", layers_run=["L", "D"])
         self.labels = LabelStats()
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] = {}
-        self._model: Any = None
         self._eos_id: int | None = None
         self._tokenizer: Any = None
-        self._hook: Any = None
         self._grads_done = self._data_done = False
         self._no_labels_seen = False
         self._main = True
@@ -72,9 +76,9 @@ class FtdiagCallback(TrainerCallback):
     def on_train_begin(self, args: TrainingArguments, state: TrainerState,
                        control: TrainerControl, model: Any = None, processing_class: Any = None,
                        **kw: Any) -> None:
+        self._reset()
         self._main = state.is_world_process_zero
         self._out = Path(args.output_dir) if args.output_dir else None
-        self._model = model
         tok = getattr(processing_class, "tokenizer", processing_class)
         self._tokenizer = tok
         self._eos_id = getattr(tok, "eos_token_id", None)
