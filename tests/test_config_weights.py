@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,9 +65,13 @@ def test_dora_flag_without_magnitude_vectors(broken: Path, base: Path) -> None:
     assert any("use_dora" in p for p in a011(broken, base))
 
 
-def test_alpha_pattern_key_that_matches_nothing(broken: Path, base: Path) -> None:
-    edit_config(broken, alpha_pattern={"qproj": 64})
-    assert any("alpha_pattern key 'qproj'" in p for p in a011(broken, base))
+def test_alpha_edited_after_training_is_a011(broken: Path, base: Path) -> None:
+    """ftdiag_meta.json records r/lora_alpha at training; the config says another scaling."""
+    (broken / "ftdiag_meta.json").write_text(json.dumps(
+        {"hyperparameters": {"lora_r": 4, "lora_alpha": 8}}))
+    assert "A011" not in run_static(broken, base).codes()
+    edit_config(broken, lora_alpha=64)
+    assert any("lora_alpha=64 in the config but 8 at training" in p for p in a011(broken, base))
 
 
 def test_target_modules_vs_tensor_names_without_a_base(broken: Path, arch: str) -> None:

@@ -1,14 +1,15 @@
-"""A011: adapter_config.json against the tensors it ships (rank, targets, DoRA, patterns)."""
+"""A011: adapter_config.json against the tensors it ships (rank, targets, DoRA, recorded α/r)."""
 
 from __future__ import annotations
 
-import re
+from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.files import AdapterFiles
 from ftdiag.adapters.keys import AdapterModule, target_matches
 from ftdiag.adapters.stats import pattern_value
 from ftdiag.findings import Finding, finding, passed
+from ftdiag.templates import read_meta
 
 HINT = ("PEFT refuses or mis-scales such an adapter: re-save it with "
         "PeftModel.save_pretrained, or fix adapter_config.json to match the weights")
@@ -16,7 +17,7 @@ HINT = ("PEFT refuses or mis-scales such an adapter: re-save it with "
 
 def config_weights_check(files: AdapterFiles, modules: dict[str, AdapterModule], *,
                          check_targets: bool = True) -> Finding:
-    """A011: rank (r / rank_pattern), DoRA, patterns and targets must agree with the tensors.
+    """A011: rank (r / rank_pattern), DoRA, recorded r/α and targets must agree with the tensors.
 
     `check_targets` is off when a base is given: A007 then owns targets vs modules.
     """
@@ -24,7 +25,7 @@ def config_weights_check(files: AdapterFiles, modules: dict[str, AdapterModule],
     cfg = files.config
     problems = _ranks(files, modules, cfg)
     problems += _dora(modules, cfg)
-    problems += _patterns(modules, cfg)
+    problems += _recorded(files.path, cfg)
     if check_targets and cfg.get("target_modules"):
         outside = [n for n in modules if not target_matches(n, cfg)]
         if outside:
@@ -36,6 +37,19 @@ def config_weights_check(files: AdapterFiles, modules: dict[str, AdapterModule],
                        hint=HINT, problems=problems[:20], count=len(problems))
     return passed("A011", f"config agrees with the weights of {len(modules)} modules "
                           f"(r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')})")
+
+
+def provenance_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: list[str],
+                      base_dir: Path | None) -> list[Finding]:
+    """A012 stale checkpoint, A013 tied-embedding update, A014 quantized training base."""
+    from ftdiag.adapters.checkpoints import stale_checkpoint
+    from ftdiag.adapters.embeddings import tied_embedding_update
+    from ftdiag.adapters.quantized import quantized_training_base
+
+    assert files.config is not None
+    base = Path(base_dir) if base_dir is not None else None
+    return [stale_checkpoint(files.path), tied_embedding_update(files, modules, other, base),
+            quantized_training_base(files.config, base)]
 
 
 def loader_failure(reason: str) -> Finding:
@@ -79,12 +93,17 @@ def _dora(modules: dict[str, AdapterModule], cfg: dict[str, Any]) -> list[str]:
     return []
 
 
-def _patterns(modules: dict[str, AdapterModule], cfg: dict[str, Any]) -> list[str]:
-    """rank_pattern / alpha_pattern keys that select no adapted module never take effect."""
+def _recorded(adapter_dir: Path, cfg: dict[str, Any]) -> list[str]:
+    """r / lora_alpha recorded at training (ftdiag_meta.json) vs the config: scaling α/r."""
+    hp: dict[str, Any] = {}
+    for folder in (adapter_dir, adapter_dir.parent):
+        hp = read_meta(folder).get("hyperparameters") or {}
+        if hp:
+            break
     out = []
-    for field in ("rank_pattern", "alpha_pattern"):
-        for key in cfg.get(field) or {}:
-            if not any(re.match(rf"(.*\.)?({key})$", n) for n in modules):
-                out.append(f"{field} key {key!r} matches no adapted module, so its "
-                           f"{'rank' if field == 'rank_pattern' else 'scaling'} is never used")
+    for meta_key, cfg_key in (("lora_r", "r"), ("lora_alpha", "lora_alpha")):
+        trained, now = hp.get(meta_key), cfg.get(cfg_key)
+        if trained is not None and now is not None and float(trained) != float(now):
+            out.append(f"{cfg_key}={now} in the config but {trained} at training "
+                       f"(ftdiag_meta.json): the scaling α/r differs from the trained one")
     return out
