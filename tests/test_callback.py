@@ -92,7 +92,7 @@ def test_healthy_sft_run_passes_and_records_its_evidence(tiny_llama: Path,
     assert {_status(meta, c) for c in ("L009", "D002", "D003", "A003")} == {"pass"}
     assert set(meta["checkpoints"]) == {"checkpoint-2", "checkpoint-4"}
     assert meta["base"] == meta["base_dir"] == str(tiny_llama.resolve())
-    assert meta["base_config_hash"]
+    assert meta["base_config_hash"] and meta["base_fingerprint"].startswith("sha256:")
     assert meta["tokenizer"]["eos_token"] == "<|im_end|>"
     assert meta["hyperparameters"]["lora_r"] == 4
     assert meta["hyperparameters"]["target_modules"] == sorted(TARGETS)

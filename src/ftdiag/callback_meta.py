@@ -1,7 +1,7 @@
 """The evidence FtdiagCallback records in `ftdiag_meta.json`, as `ftdiag train` does for its runs.
 
-Base (name, local folder, config hash), template and a sample of what the model was fed,
-tokenizer pad/eos, hyperparameters from the TrainingArguments and the LoRA config, versions.
+Base (name, local folder, config hash, weights fingerprint), template and a sample of what the
+model was fed, tokenizer pad/eos, hyperparameters from TrainingArguments and the LoRA config.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ SAMPLE_CHARS = 400
 
 def run_meta(args: Any, model: Any, tokenizer: Any, template: str | None) -> dict[str, Any]:
     """ftdiag_meta.json for a run trained by the user's own script (findings are added later)."""
+    from ftdiag.adapters.fingerprint import weights_fingerprint
     from ftdiag.models import config_hash
     from ftdiag.train import library_versions
 
@@ -34,6 +35,7 @@ def run_meta(args: Any, model: Any, tokenizer: Any, template: str | None) -> dic
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base": base, "base_dir": str(base_dir) if base_dir else None,
         "base_config_hash": config_hash(base_dir) if base_dir else None,
+        "base_fingerprint": weights_fingerprint(base_dir) if base_dir else None,
         "template": template, "template_source": "FtdiagCallback(template=...)" if template
         else None,
         "chat_template": getattr(tokenizer, "chat_template", None),
