@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
         from ftdiag.abtest import ABConfig, run_ab_test
-        from ftdiag.commands._common import emit
+        from ftdiag.commands._common import emit, start_ranks
         from ftdiag.render.ab import print_ab
         from ftdiag.render.progress import stage_progress
         from ftdiag.templates import load_template
@@ -99,10 +99,12 @@ def register(app: typer.Typer) -> None:
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,
                        temperature=temperature, seed=seed, check_batch=check_batch,
                        max_identical=max_identical)
-        with stage_progress(enabled=not json_out) as (stage, progress):
+        main = start_ranks()
+        with stage_progress(enabled=not json_out and main) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)
-        write_reports(result, markdown=markdown, html=html, junit=junit)
+        if main:
+            write_reports(result, markdown=markdown, html=html, junit=junit)
         emit(result.report, json_out=json_out, strict=strict,
              render=lambda _rep, console: print_ab(result, console, show=show))
 

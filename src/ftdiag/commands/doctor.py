@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     ) -> None:
         """Is my fine-tune working, and if not, why? Runs every layer, ranks the causes."""
-        from ftdiag.commands._common import emit
+        from ftdiag.commands._common import emit, start_ranks
         from ftdiag.doctor import run_doctor
         from ftdiag.render.doctor import print_doctor
         from ftdiag.render.progress import stage_progress
@@ -34,10 +34,11 @@ def register(app: typer.Typer) -> None:
             from ftdiag.errors import FtdiagError
 
             raise FtdiagError(f"--report must end in .html or .md, got {report.name}")
-        with stage_progress(enabled=not json_out) as (stage, progress):
+        main = start_ranks()
+        with stage_progress(enabled=not json_out and main) as (stage, progress):
             result = run_doctor(run_dir, base=base, titles=titles, n=n,
                                 max_new_tokens=max_new_tokens, stage=stage, progress=progress)
-        if report is not None:
+        if report is not None and main:
             write_doctor_report(result, report)
         emit(result.report, json_out=json_out, strict=strict,
                render=lambda _rep, console: print_doctor(result, console))
