@@ -1,4 +1,4 @@
-"""ab-test and doctor under torchrun: 2 CPU processes (gloo) give the 1-process JSON, printed once."""
+"""ab-test and doctor under torchrun: 2 CPU processes (gloo) = the 1-process JSON, printed once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ftdiag.decode's greedy loop gives HF generate's tokens: left padding, mixed adapters, early EOS."""
+"""ftdiag.decode's greedy loop = HF generate: left padding, mixed adapters, early EOS."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def common_prefix(rows: list[list[int]]) -> int:
 
 def kv_bytes_per_token(model: Any) -> int:
     """KV cache bytes one row adds per token (all layers, keys and values)."""
-    cfg = getattr(model, "config", None)
+    cfg: Any = getattr(model, "config", None)
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0) or 1)
     heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 1)
@@ -78,7 +78,7 @@ def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[i
     names = list(adapter_names) if adapter_names else None
     skip = common_prefix(rows) if share_prefix else 0
     if skip:
-        kinds = list(dict.fromkeys(names)) if names else [None]
+        kinds: list[str | None] = list(dict.fromkeys(names)) if names else [None]
         prefix = torch.tensor([rows[0][:skip]] * len(kinds), device=device)
         extra = {"adapter_names": kinds} if names else {}
         with torch.inference_mode():
@@ -93,9 +93,9 @@ def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[i
     live = list(range(len(rows)))
     with torch.inference_mode():
         for step in range(max_new_tokens):
-            extra = {"adapter_names": names} if names else {}
+            step_extra = {"adapter_names": names} if names else {}
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                           logits_to_keep=1, **{key: cache}, **extra).logits
+                           logits_to_keep=1, **{key: cache}, **step_extra).logits
             nxt = logits[:, -1, :].argmax(-1)
             keep = []
             for j, tok in enumerate(nxt.tolist()):

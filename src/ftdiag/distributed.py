@@ -60,7 +60,7 @@ def split(items: list[T], rank: int, size: int) -> list[T]:
 
 def gather(part: list[T]) -> list[T]:
     """Every rank's `part` concatenated in rank order, on every rank (one process: `part`)."""
-    rank, size = world()
+    size = world()[1]
     if size == 1:
         return part
     import torch.distributed as dist

@@ -262,12 +262,13 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
             done += len(outs)
             if progress:
                 progress(done, total)
-    mine = [(i, {name: outs[i] for name, outs in results.items()}) for i in range(len(prompts))
+    mine = [(i, {name: got[i] for name, got in results.items()}) for i in range(len(prompts))
             if results[arms[0].name][i] is not None]
     final: dict[str, list[ArmOutput]] = {a.name: [] for a in arms}
-    for _, outs in sorted(gather(mine), key=lambda item: item[0]):
-        for name, out in outs.items():
-            final[name].append(out)
+    for _, row in sorted(gather(mine), key=lambda item: item[0]):
+        for name, out in row.items():
+            if out is not None:
+                final[name].append(out)
     effective = {"do_sample": cfg.do_sample, "num_beams": 1, "max_new_tokens": cfg.max_new_tokens,
                  "seed": settings.seed, "pad_token_id": cfg.pad_token_id,
                  "eos_token_id": cfg.eos_token_id, "use_cache": True}
