@@ -282,3 +282,14 @@ def test_plain_sources_do_not_import_wandb_or_mlflow(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_config_names_are_normalised_without_taking_a_model_configs_alpha() -> None:
+    from ftdiag.logsources.runconfig import normalise
+
+    wandb_like = {"learning_rate": 1e-3, "max_steps": -1, "rope_scaling": {"alpha": 4.0},
+                  "peft_config": {"default": {"r": 8, "lora_alpha": 16}}}
+    assert normalise(wandb_like) == {"learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16}
+    mlflow_params = {"lr": "2e-4", "r": "16", "alpha": "32", "num_train_epochs": "3.0"}
+    assert normalise(mlflow_params) == {"learning_rate": 2e-4, "num_train_epochs": 3,
+                                        "lora_r": 16, "lora_alpha": 32}
