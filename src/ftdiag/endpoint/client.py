@@ -43,6 +43,7 @@ class Served:
     name: str
     texts: list[str | None]
     finish: list[str | None]
+    tokens: list[int | None] = field(default_factory=list)  # completion tokens (server's usage)
     error: str | None = None  # the server's error text (status and body) for this name
 
     @property
@@ -117,7 +118,8 @@ def _status_text(exc: Exception) -> str:
     return f"HTTP {status}: {body}" if status else body
 
 
-async def _complete(client: Any, cfg: EndpointConfig, model: str, prompt: Any) -> tuple[str, str]:
+async def _complete(client: Any, cfg: EndpointConfig, model: str,
+                    prompt: Any) -> tuple[str, str, int | None]:
     """One greedy request; `prompt` is a string, or chat messages with cfg.chat."""
     common: dict[str, Any] = {"model": model, "max_tokens": cfg.max_tokens, "temperature": 0.0,
                               "seed": cfg.seed}
@@ -133,7 +135,8 @@ async def _complete(client: Any, cfg: EndpointConfig, model: str, prompt: Any) -
         text = choice.text
     if not isinstance(text, str):
         raise TypeError(f"no text in the answer: {str(resp)[:200]}")
-    return text, str(choice.finish_reason)
+    usage = getattr(resp, "usage", None)
+    return text, str(choice.finish_reason), getattr(usage, "completion_tokens", None)
 
 
 async def _run(cfg: EndpointConfig, jobs: list[tuple[str, int, Any]],
@@ -142,7 +145,8 @@ async def _run(cfg: EndpointConfig, jobs: list[tuple[str, int, Any]],
 
     names = list(dict.fromkeys(name for name, _, _ in jobs))
     n_prompts = max((i for _, i, _ in jobs), default=-1) + 1
-    served = {n: Served(n, [None] * n_prompts, [None] * n_prompts) for n in names}
+    served = {n: Served(n, [None] * n_prompts, [None] * n_prompts, [None] * n_prompts)
+              for n in names}
     client = make_client(cfg)
     gate = asyncio.Semaphore(max(1, cfg.concurrency))
     done = 0
@@ -154,8 +158,8 @@ async def _run(cfg: EndpointConfig, jobs: list[tuple[str, int, Any]],
             async with gate:
                 if record.error is None:
                     try:
-                        record.texts[i], record.finish[i] = await _complete(client, cfg, name,
-                                                                            prompt)
+                        (record.texts[i], record.finish[i],
+                         record.tokens[i]) = await _complete(client, cfg, name, prompt)
                     except openai.APITimeoutError:
                         raise
                     except (openai.APIStatusError, openai.APIConnectionError) as exc:

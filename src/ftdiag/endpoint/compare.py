@@ -68,6 +68,7 @@ class EndpointSummary:
     first_drift_token: dict[str, float | int | None] = field(default_factory=dict)
     listed_models: list[str] | None = None
     local_reference: bool = False
+    completion_tokens: dict[str, int] = field(default_factory=dict)  # per served arm (usage)
 
 
 @dataclass
@@ -136,7 +137,11 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
     served, listed = fetch(spec.endpoint, [spec.served_base, spec.served_adapter], sent, progress)
     route = "/v1/chat/completions" if chat else "/v1/completions"
     summary = EndpointSummary(spec.endpoint.url, spec.served_base, spec.served_adapter, route,
-                              n=len(records), listed_models=listed, local_reference=bool(local))
+                              n=len(records), listed_models=listed, local_reference=bool(local),
+                              completion_tokens={
+                                  arm: sum(t or 0 for t in served[name].tokens) for arm, name in
+                                  ((SERVED_BASE, spec.served_base),
+                                   (SERVED_ADAPTER, spec.served_adapter))})
     rows = _rows(records, sent, served, local, tokenizer)
     report.layers_run.append("E")
     report.details.update(endpoint=summary, rows=rows)
