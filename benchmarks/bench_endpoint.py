@@ -71,7 +71,7 @@ def main() -> None:
         print(f"transformers serve ready in {time.perf_counter() - t0:.1f}s at {server.url}")
         try:
             warm = EndpointConfig(url=server.url, max_tokens=2)
-            fetch(warm, [str(model), str(export)], ["warm-up"])  # both names loaded
+            fetch(warm, {"b": (str(model), {}), "a": (str(export), {})}, ["warm-up"])
             results = {}
             for concurrency in (1, 8):
                 seconds, tokens = timed_run(server.url, str(model), str(export), records,
