@@ -148,6 +148,7 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         report.add(found_mf)
     else:
         report.add(Finding("X005", "skip", "skipped: no --modelfile given"))
+    report.checks.sort(key=lambda c: c.code)
     return report
 
 
