@@ -228,8 +228,8 @@ def precision_finding(checks: list[ModuleCheck]) -> Finding:
     per_module = {c.module: round(c.lost_share or 0.0, 4) for c in worst}
     if t.lost_share >= LOST_MOST:
         return finding(
-            "X003", f"{t.lost_share:.0%} of the update's elements are below half a ULP of the "
-                    f"{dtypes} weights (worst: {worst[0].module} {worst[0].lost_share:.0%})",
+            "X003", f"{t.lost_share:.1%} of the update's elements are below half a ULP of the "
+                    f"{dtypes} weights (worst: {worst[0].module} {worst[0].lost_share:.1%})",
             hint="save the merged model in float32 (or the dtype the update survives), or "
                  "quantize less; serving the adapter unmerged keeps it intact",
             overall=t.lost_share, per_module=per_module)
