@@ -10,7 +10,7 @@ from ftdiag.adapters.files import read_adapter
 from ftdiag.adapters.static import TINY_DELTA, run_static
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import is_embedded_name, resolve_model_dir
+from ftdiag.models import resolve_adapter_dir, resolve_model_dir
 
 __all__ = ["check_adapter", "resolve_base"]
 
@@ -20,30 +20,38 @@ NO_RUNTIME = {"A004": "adapter holds NaN/Inf (A004)"}
 
 
 def resolve_base(adapter_dir: str | Path, base: str | Path | None,
-                 config: dict[str, Any] | None) -> Path:
-    """--base, else base_model_name_or_path when it is a local folder or the embedded name."""
+                 config: dict[str, Any] | None, revision: str | None = None, *,
+                 weights: bool = True) -> Path:
+    """--base, else base_model_name_or_path (a local folder, .gguf, embedded name or Hub id)."""
     if base is not None:
-        return resolve_model_dir(base)
+        return resolve_model_dir(base, revision, weights=weights)
     recorded = (config or {}).get("base_model_name_or_path")
-    if recorded and (is_embedded_name(recorded) or Path(str(recorded)).expanduser().is_dir()
-                     or str(recorded).endswith(".gguf")):
-        return resolve_model_dir(recorded)
+    if recorded:
+        return resolve_model_dir(recorded, revision or (config or {}).get("revision"),
+                                 weights=weights)
     raise FtdiagError(
-        f"cannot tell the base model of {adapter_dir}: base_model_name_or_path is "
-        f"{recorded!r}, not a local folder",
-        hint="pass --base PATH (a local HF folder, a .gguf file or 'smollm2-135m')")
+        f"cannot tell the base model of {adapter_dir}: adapter_config.json records no "
+        "base_model_name_or_path",
+        hint="pass --base MODEL (a local HF folder, a .gguf file, 'smollm2-135m' or a Hub id)")
 
 
 def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
                   probes: list[str] | None = None, static_only: bool = False, *,
                   model: Any = None, tokenizer: Any = None,
-                  threshold: float = TINY_DELTA) -> Report:
-    """Static checks on the files, then (unless static_only) runtime checks on the loaded model."""
+                  threshold: float = TINY_DELTA, revision: str | None = None,
+                  adapter_revision: str | None = None) -> Report:
+    """Static checks on the files, then (unless static_only) runtime checks on the loaded model.
+
+    `adapter_dir` and `base` may be Hub ids (`revision` is the base's, `adapter_revision` the
+    adapter's); the static layer needs only the base's config, so --static-only fetches no weights.
+    """
+    adapter_dir = resolve_adapter_dir(adapter_dir, adapter_revision)
     files = read_adapter(adapter_dir)
     base_dir: Path | None = None
     if files.config is not None:
         try:
-            base_dir = resolve_base(adapter_dir, base, files.config)
+            base_dir = resolve_base(adapter_dir, base, files.config, revision,
+                                    weights=not static_only)
         except FtdiagError:
             if model is None:
                 raise

@@ -37,7 +37,7 @@ def base_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: l
                 base_vocab_size=layout.vocab_size)
     out = [_keys(modules, matched, layout), _targets(modules, matched, expected, cfg)]
     out += _shapes(files, modules, matched, layout)
-    out.append(_name(cfg.get("base_model_name_or_path"), base_dir))
+    out.append(_name(cfg.get("base_model_name_or_path"), base_dir, cfg.get("revision")))
     out.append(_vocab(files, modules, other, layout))
     out.append(_tiny_delta(stats, layout, info, threshold, most))
     return out
@@ -99,8 +99,11 @@ def _shapes(files: AdapterFiles, modules: dict[str, AdapterModule], matched: lis
     return [passed("A008", f"shapes of {len(matched)} matched modules fit the base")]
 
 
-def _name(name: str | None, base_dir: Path) -> Finding:
-    """A008 (warn): base_model_name_or_path names another model than the one given."""
+def _name(name: str | None, base_dir: Path, revision: str | None = None) -> Finding:
+    """A008 (warn): base_model_name_or_path names another model than the one given.
+
+    A Hub id is compared through its cached snapshot (never downloaded for this check).
+    """
     if not name:
         return passed("A008", "no base_model_name_or_path recorded")
     other = False
@@ -109,8 +112,10 @@ def _name(name: str | None, base_dir: Path) -> Finding:
     else:
         p = Path(name).expanduser()
         if not (p / "config.json").is_file():
-            return passed("A008", f"base_model_name_or_path {name!r} is not a local folder: "
-                                  "not compared")
+            p = _cached_hub_model(name, revision) or p
+        if not (p / "config.json").is_file():
+            return passed("A008", f"base_model_name_or_path {name!r} is neither a local folder "
+                                  "nor a cached Hub id: not compared")
         other = p.resolve() != base_dir.resolve() and config_hash(p) != config_hash(base_dir)
     if other:
         return finding("A008", f"adapter_config.json names {name!r} as its base, but the "
@@ -118,6 +123,12 @@ def _name(name: str | None, base_dir: Path) -> Finding:
                        hint="compare against the base the adapter was trained on",
                        recorded=name, given=str(base_dir))
     return passed("A008", f"base_model_name_or_path {name!r} is the base given")
+
+
+def _cached_hub_model(name: str, revision: str | None) -> Path | None:
+    from ftdiag import hub
+
+    return hub.cached_snapshot(name, revision) if hub.looks_like_repo_id(name) else None
 
 
 def _embedded_name(base_dir: Path) -> str | None:
