@@ -163,7 +163,7 @@ def test_unreachable_hub_is_a_network_error(hf_cache: Path, online: None,
 class _FakeHub(http.server.BaseHTTPRequestHandler):
     """Answers every request with the Hub's error headers for the repo named in the path."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         code, error = (403, "GatedRepo") if "gated" in self.path else (404, "RepoNotFound")
         self.send_response(code)
         self.send_header("X-Error-Code", error)
@@ -197,3 +197,31 @@ def test_missing_and_gated_repos_say_so(hf_cache: Path, fake_hub: str) -> None:
         resolve_model_dir("meta/gated-model")
     assert "HF_TOKEN" in (gated.value.hint or "")
     assert not any(hf_cache.rglob("*.safetensors"))
+
+
+def test_check_adapter_revision_option_picks_the_base_ref(
+        hf_cache: Path, cached_base: Path, trained_adapter: Path, tmp_path: Path) -> None:
+    adapter = edit_config(copy_adapter(trained_adapter, tmp_path / "a"),
+                          base_model_name_or_path=BASE_ID)
+    v2 = cache_repo(hf_cache, BASE_ID, cached_base, ref="v2", commit=fake_commit("v2"))
+    code, out, err = run("check-adapter", str(adapter), "--revision", "v2", "--static-only",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["details"]["base_dir"] == str(v2)
+    code, _, err = run("check-adapter", str(adapter), "--revision", "nope", "--static-only")
+    assert code == 2 and "tiny-org/tiny-llama@nope" in err
+
+
+def test_training_on_a_hub_id_records_the_id_not_the_cache_path(cached_base: Path,
+                                                                tmp_path: Path) -> None:
+    import torch
+
+    from ftdiag.train import TrainConfig, build_model
+
+    cfg = TrainConfig(data=tmp_path / "unused.json", out=tmp_path / "out", base=BASE_ID,
+                      revision="main")
+    model = build_model(resolve_model_dir(BASE_ID, "main"), cfg, torch.float32)
+    saved = tmp_path / "adapter"
+    model.save_pretrained(saved)
+    recorded = json.loads((saved / "adapter_config.json").read_text())
+    assert (recorded["base_model_name_or_path"], recorded["revision"]) == (BASE_ID, "main")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class ABConfig:
     seed: int = 0
     check_batch: bool = False
     max_identical: float | None = None  # B001 when the identical share exceeds this
+    revision: str | None = None  # Hub revision of the base (when it is a Hub id)
+    adapter_revision: str | None = None  # Hub revision of the adapter (when it is a Hub id)
 
 
 @dataclass
@@ -156,7 +158,7 @@ def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
     adapter = Path(cfg.adapter_dir)
     if not adapter.is_dir():
         raise FtdiagError(f"adapter folder not found: {adapter}")
-    base_dir = resolve_model_dir(base_name_of(cfg))
+    base_dir = resolve_model_dir(base_name_of(cfg), cfg.revision)
     static = static_gate(cfg, base_dir) or Report("ab-test")
     if any(c.code in BLOCKING and c.status == "fail" for c in static.checks):
         return None, None, static
@@ -275,6 +277,9 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     records = [r for r in records if r.title.strip()]
     if not records:
         raise FtdiagError("no titles to test (all empty)")
+    from ftdiag.models import resolve_adapter_dir
+
+    cfg = replace(cfg, adapter_dir=resolve_adapter_dir(cfg.adapter_dir, cfg.adapter_revision))
     report = Report("ab-test")
     tpl, r010 = choose_template(cfg)
     own = model is None

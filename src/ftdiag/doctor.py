@@ -76,7 +76,8 @@ def pick_titles(run_dir: Path, titles: Path | None, n: int, seed: int = 0) -> li
 
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
                n: int = 16, max_new_tokens: int = 96, stage: Stage | None = None,
-               progress: Callable[[int, int], None] | None = None) -> DoctorResult:
+               progress: Callable[[int, int], None] | None = None,
+               revision: str | None = None) -> DoctorResult:
     """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -87,6 +88,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     result = DoctorResult(report, run_dir, find_adapter_dir(run_dir))
     meta = read_meta(run_dir)
     base = base or meta.get("base")
+    revision = revision or meta.get("revision")
 
     say("loss-report")
     loss = _loss_layer(run_dir)
@@ -102,7 +104,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     from ftdiag.adapters import check_adapter
     from ftdiag.adapters.static import run_static
 
-    static = run_static(adapter_dir, _base_dir(base))
+    static = run_static(adapter_dir, _base_dir(base, revision))
     if static.verdict == "fail":
         result.sections["check"] = static
         _absorb(report, static, "S")
@@ -111,7 +113,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     from ftdiag.models import load_adapter, load_base
 
     say("loading base + adapter (once)")
-    loaded = load_base(base or _adapter_base(adapter_dir))
+    loaded = load_base(base or _adapter_base(adapter_dir), revision=revision)
     model = load_adapter(loaded, adapter_dir)
     check = check_adapter(adapter_dir, base=str(loaded.model_dir), model=model,
                           tokenizer=loaded.tokenizer)
@@ -136,10 +138,10 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     return _finish(result)
 
 
-def _base_dir(base: str | None) -> Path | None:
+def _base_dir(base: str | None, revision: str | None = None) -> Path | None:
     from ftdiag.models import resolve_model_dir
 
-    return resolve_model_dir(base) if base else None
+    return resolve_model_dir(base, revision) if base else None
 
 
 def _adapter_base(adapter_dir: Path) -> str:

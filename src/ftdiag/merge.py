@@ -67,20 +67,22 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
-                  force: bool = False) -> Report:
+                  force: bool = False, revision: str | None = None,
+                  adapter_revision: str | None = None) -> Report:
     """Merge in fp32, save model + tokenizer to `out` atomically, verify the saved model (B002)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from ftdiag.abtest import BLOCKING, ABConfig, base_name_of, static_gate
-    from ftdiag.models import load_tokenizer, resolve_model_dir
+    from ftdiag.models import load_tokenizer, resolve_adapter_dir, resolve_model_dir
 
-    adapter_dir, out = Path(adapter_dir), Path(out)
+    out = Path(out)
     _check_out(out, force)
+    adapter_dir = resolve_adapter_dir(adapter_dir, adapter_revision)
     if not adapter_dir.is_dir():
         raise FtdiagError(f"adapter folder not found: {adapter_dir}")
-    base_dir = resolve_model_dir(base_name_of(ABConfig(adapter_dir, base)))
+    base_dir = resolve_model_dir(base_name_of(ABConfig(adapter_dir, base)), revision)
     report = Report("merge")
     static = static_gate(ABConfig(adapter_dir, base), base_dir)
     if static is not None:

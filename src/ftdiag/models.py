@@ -145,6 +145,16 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str], revision: str | None
                             complete=hub.has_config, patterns=hub.CONFIG_FILES)
 
 
+def is_hub_id(name: str | os.PathLike[str]) -> bool:
+    """True when `name` would be resolved through the Hugging Face Hub (cache or download)."""
+    path = Path(name).expanduser()
+    if is_embedded_name(name) or path.suffix == ".gguf" or path.exists():
+        return False
+    from ftdiag import hub
+
+    return hub.looks_like_repo_id(str(name))
+
+
 def resolve_adapter_dir(name_or_path: str | os.PathLike[str],
                         revision: str | None = None) -> Path:
     """An adapter argument as a local folder: itself when it exists, else a Hub id's snapshot."""
@@ -198,11 +208,11 @@ class LoadedBase:
 
 
 def load_base(name_or_path: str | os.PathLike[str], device: str | None = None,
-              dtype: torch.dtype | None = None) -> LoadedBase:
+              dtype: torch.dtype | None = None, revision: str | None = None) -> LoadedBase:
     """Load a base model (eval mode) and tokenizer on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM
 
-    model_dir = resolve_model_dir(name_or_path)
+    model_dir = resolve_model_dir(name_or_path, revision)
     device, default_dtype = pick_device_dtype(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or default_dtype)
