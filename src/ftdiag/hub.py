@@ -115,7 +115,8 @@ def hub_snapshot(repo_id: str, revision: str | None = None, *, what: str = "mode
         raise FtdiagError(
             f"{what} {label!r} is not a local folder and not in the Hugging Face cache "
             f"({cache_root()}); HF_HUB_OFFLINE is set",
-            hint="unset HF_HUB_OFFLINE to download it, or pass a local folder")
+            hint="unset HF_HUB_OFFLINE to download it, or pass "
+                 + ("a local folder with --base" if what == "model" else "a local folder"))
     folder = _download(repo_id, revision, label, what, patterns)
     if not complete(folder) and fallback:
         folder = _download(repo_id, revision, label, what, fallback)
@@ -137,10 +138,11 @@ def _download(repo_id: str, revision: str | None, label: str, what: str,
         RevisionNotFoundError,
     )
 
-    log.warning("downloading %s %s from the Hugging Face Hub into %s", what, label, cache_root())
+    log.info("downloading %s %s from the Hugging Face Hub into %s", what, label, cache_root())
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                      ignore_patterns=TOP_LEVEL_ONLY, tqdm_class=_bar_class()))
+                                      ignore_patterns=TOP_LEVEL_ONLY,
+                                      tqdm_class=_bar_class(label)))
     except GatedRepoError as exc:
         raise FtdiagError(f"{what} {label} is gated: your token has no access to it ({_why(exc)})",
                           hint="accept its terms on huggingface.co, then set HF_TOKEN or run "
@@ -174,14 +176,16 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
-def _bar_class() -> Any:
-    """A plain tqdm bar on stderr (shown on a terminal even where the CLI hides HF bars)."""
+def _bar_class(label: str) -> Any:
+    """Plain tqdm bars on stderr naming the repo (shown on a terminal, where the CLI hides
+    transformers' own bars; off when stderr is not a terminal)."""
     from tqdm.auto import tqdm
 
     class DownloadBar(tqdm):  # type: ignore[misc]  # tqdm is untyped
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             kwargs.pop("name", None)
-            kwargs.setdefault("disable", None)  # None: off when stderr is not a terminal
+            kwargs.setdefault("disable", None)
+            kwargs["desc"] = f"{label}: {kwargs.get('desc') or 'downloading'}"
             super().__init__(*args, **kwargs)
 
     return DownloadBar
