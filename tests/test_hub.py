@@ -225,3 +225,19 @@ def test_training_on_a_hub_id_records_the_id_not_the_cache_path(cached_base: Pat
     model.save_pretrained(saved)
     recorded = json.loads((saved / "adapter_config.json").read_text())
     assert (recorded["base_model_name_or_path"], recorded["revision"]) == (BASE_ID, "main")
+
+
+def test_check_export_with_adapter_and_base_as_hub_ids(
+        hf_cache: Path, cached_base: Path, tiny_llama: Path, trained_adapter: Path,
+        tmp_path: Path) -> None:
+    from _export_fixtures import merge_to
+
+    from ftdiag.export import check_export
+
+    merged = merge_to(tiny_llama, trained_adapter, tmp_path / "merged")
+    adapter = edit_config(copy_adapter(trained_adapter, tmp_path / "a"),
+                          base_model_name_or_path=BASE_ID)
+    cache_repo(hf_cache, "tiny-org/my-lora", adapter)
+    report = check_export(merged, "tiny-org/my-lora")
+    assert report.verdict == "pass"
+    assert report.details.base == str(cached_base)  # type: ignore[attr-defined]

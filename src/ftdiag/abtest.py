@@ -45,7 +45,7 @@ from ftdiag.templates import DEFAULT_TEMPLATE, PromptTemplate, recorded_template
 
 log = logging.getLogger(__name__)
 
-BLOCKING = {"A001", "A002", "A004", "A006", "A007", "A008", "A009"}
+BLOCKING = {"A001", "A002", "A004", "A006", "A007", "A008", "A009", "A011"}
 RUNAWAY_SHARE = 0.5
 PROBES = 4
 AUDIT_CODES = {"R001", "R002", "R005", "R006", "R009"}  # R003/R004/R008 are arm-specific here

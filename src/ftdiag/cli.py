@@ -13,11 +13,44 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from ftdiag import __version__
 from ftdiag.errors import FtdiagError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+class ErrorExit(typer.Exit):
+    """Exit 2 after a user error, carrying it so --json can print the error document."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(2)
+        self.message, self.hint = message, hint
+
+
+class JsonErrorGroup(TyperGroup):
+    """With --json, exit 2 (user error or bad option) also prints one JSON document on stdout."""
+
+    def invoke(self, ctx: Any) -> Any:
+        args = [*ctx._protected_args, *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except ErrorExit as exc:
+            if "--json" in args:
+                typer.echo(_error_json(args[0], exc.message, exc.hint))
+            raise
+        except typer.TyperException as exc:  # click's UsageError family (exit 2)
+            if "--json" in args and getattr(exc, "exit_code", 1) == 2:
+                typer.echo(_error_json(args[0], exc.format_message(),
+                                       f"see ftdiag {args[0]} --help"))
+            raise
+
+
+def _error_json(command: str, message: str, hint: str) -> str:
+    from ftdiag.render.findings import error_json
+
+    return error_json(command, message, hint)
+
 
 app = typer.Typer(
     name="ftdiag",
@@ -25,6 +58,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=JsonErrorGroup,
 )
 
 
@@ -62,7 +96,7 @@ def handle_errors(fn: F) -> F:
             if exc.hint:
                 line += f" [dim]({_escape(exc.hint)})[/]"
             err().print(line, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise ErrorExit(exc.message, exc.hint) from None
         except KeyboardInterrupt:
             from ftdiag.render.console import err
 

@@ -19,6 +19,14 @@ log = logging.getLogger(__name__)
 NO_RUNTIME = {"A004": "adapter holds NaN/Inf (A004)"}
 
 
+class AdapterLoadError(Exception):
+    """PEFT/transformers refused the adapter for this base; `reason` is the loader's message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def resolve_base(adapter_dir: str | Path, base: str | Path | None,
                  config: dict[str, Any] | None, revision: str | None = None, *,
                  weights: bool = True) -> Path:
@@ -68,8 +76,15 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
         return report
     try:
         model, tokenizer = _load(adapter_dir, base_dir, model, tokenizer)
+    except AdapterLoadError as exc:  # the adapter does not fit the base: a fail, never a skip
+        if report.verdict != "fail":  # else a static fail (A006/A008/A011...) already says why
+            from ftdiag.adapters.consistency import loader_failure
+
+            report.add(loader_failure(exc.reason))
+        report.layers_skipped["R"] = f"cannot load the adapter: {exc.reason[:300]}"
+        return report
     except FtdiagError as exc:
-        report.layers_skipped["R"] = f"cannot load the adapter: {exc.message[:300]}"
+        report.layers_skipped["R"] = f"cannot load the base: {exc.message[:300]}"
         return report
     runtime = _audit(model, tokenizer, probes, adapter_dir)
     report.add(*runtime.checks)
@@ -85,7 +100,11 @@ def _load(adapter_dir: str | Path, base_dir: Path | None, model: Any,
         from ftdiag.models import load_adapter, load_base
 
         assert base_dir is not None
-        model = load_adapter(load_base(base_dir), adapter_dir)
+        loaded = load_base(base_dir)
+        try:
+            model = load_adapter(loaded, adapter_dir)
+        except FtdiagError as exc:
+            raise AdapterLoadError(str(exc.__cause__ or exc.message)) from exc
     if tokenizer is None:
         from transformers import AutoTokenizer
 
