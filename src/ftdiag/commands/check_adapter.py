@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("check-adapter")
     @handle_errors
     def check_adapter_cmd(
@@ -26,7 +26,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Layered checks on a saved LoRA adapter, cheapest first (files, then loaded model)."""
         from ftdiag.adapters import check_adapter
-        from ftdiag.commands._common import emit
         from ftdiag.render.check import print_check_report
 
         report = check_adapter(adapter_dir, base, probe or None, static_only)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors, write_report
+
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("loss-report")
     @handle_errors
     def loss_report_cmd(
@@ -29,13 +29,12 @@ def register(app: typer.Typer) -> None:
         """Did the training converge? Loss trend, spikes, NaN, overfitting, steps (L001–L008)."""
         from functools import partial
 
-        from ftdiag.commands._common import emit
         from ftdiag.convergence import loss_report
-        from ftdiag.render.loss import print_loss_report, save_png
+        from ftdiag.render.loss import png_bytes, print_loss_report
 
         report = loss_report(list(paths), min_steps=min_steps, step_col=step_col,
                              loss_col=loss_col, eval_col=eval_col)
         if png is not None:
-            save_png(report, png)
+            write_report(png, png_bytes(report))
         emit(report, json_out=json_out, strict=strict,
              render=partial(print_loss_report, plot=plot))
