@@ -51,3 +51,15 @@ def trained_adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) 
 def trained_gpt2_adapter(tiny_gpt2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A healthy LoRA adapter trained for a few steps on the tiny GPT-2."""
     return tiny.train_toy_adapter(tiny_gpt2, tmp_path_factory.mktemp("adapter-gpt2") / "adapter")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 base model folder (q/k/v bias, tied embeddings)."""
+    return tiny.save_base(tmp_path_factory.mktemp("tiny-qwen2"), "qwen2")
+
+
+@pytest.fixture(scope="session")
+def trained_qwen2_adapter(tiny_qwen2: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A healthy LoRA adapter trained for a few steps on the tiny Qwen2."""
+    return tiny.train_toy_adapter(tiny_qwen2, tmp_path_factory.mktemp("adapter-qwen2") / "adapter")

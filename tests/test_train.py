@@ -14,6 +14,7 @@ import pytest
 from _train_helpers import toy_records, write_jsonl
 from transformers import Trainer, TrainerCallback
 
+from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.errors import FtdiagError
 from ftdiag.train import FINAL_TMP, TrainConfig, TrainResult, train
 from ftdiag.train_callbacks import NoLoraGradientError, TrainingInterrupted
@@ -67,6 +68,7 @@ def test_meta_records_what_other_commands_need(run: TrainResult, tiny_llama: Pat
     meta = json.loads((run.out_dir / "ftdiag_meta.json").read_text())
     assert meta["base"] == str(tiny_llama)
     assert meta["base_config_hash"] and meta["template"].count("{title}") == 1
+    assert meta["base_fingerprint"] == weights_fingerprint(tiny_llama) is not None
     assert meta["tokenizer"]["pad_token_id"] != meta["tokenizer"]["eos_token_id"]
     assert meta["data"]["sha256"] and meta["data"]["title_field"] == "title"
     assert meta["hyperparameters"]["lora_r"] == 8

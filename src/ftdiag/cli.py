@@ -8,16 +8,51 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from ftdiag import __version__
-from ftdiag.commands import ab, check_adapter, demo, doctor, loss_report, merge, train
-from ftdiag.commands._common import handle_errors, quiet_libraries
+from ftdiag.commands import (
+    ab,
+    check_adapter,
+    check_export,
+    demo,
+    doctor,
+    loss_report,
+    merge,
+    train,
+)
+from ftdiag.commands._common import ErrorExit, handle_errors, quiet_libraries
 
 __all__ = ["app", "handle_errors", "main", "quiet_libraries"]
 
-COMMANDS = (check_adapter, ab, loss_report, train, merge, doctor, demo)
+COMMANDS = (check_adapter, ab, loss_report, train, merge, doctor, demo, check_export)
+
+
+class JsonErrorGroup(TyperGroup):
+    """With --json, exit 2 (user error or bad option) also prints one JSON document on stdout."""
+
+    def invoke(self, ctx: Any) -> Any:
+        args = [*ctx._protected_args, *ctx.args]
+        try:
+            return super().invoke(ctx)
+        except ErrorExit as exc:
+            if "--json" in args:
+                typer.echo(_error_json(args[0], exc.message, exc.hint))
+            raise
+        except typer.TyperException as exc:  # click's UsageError family (exit 2)
+            if "--json" in args and getattr(exc, "exit_code", 1) == 2:
+                typer.echo(_error_json(args[0], exc.format_message(),
+                                       f"see ftdiag {args[0]} --help"))
+            raise
+
+
+def _error_json(command: str, message: str, hint: str) -> str:
+    from ftdiag.render.findings import error_json
+
+    return error_json(command, message, hint)
 
 app = typer.Typer(
     name="ftdiag",
@@ -25,6 +60,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=JsonErrorGroup,
 )
 
 

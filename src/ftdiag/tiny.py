@@ -68,7 +68,7 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
 
 def build_model(arch: str = "llama", vocab_size: int = 384, seed: int = 0,
                 layers: int = 2, hidden: int = 32, init: float = 0.2) -> PreTrainedModel:
-    """A tiny random causal LM: 'llama' (q/k/v/o + MLP projections) or 'gpt2' (Conv1D c_attn)."""
+    """A tiny random causal LM: 'llama' (q/k/v/o + MLP), 'gpt2' (Conv1D c_attn) or 'qwen2'."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
@@ -89,6 +89,16 @@ def build_model(arch: str = "llama", vocab_size: int = 384, seed: int = 0,
             **ids,
         )
         model = GPT2LMHeadModel(gpt2_cfg)
+    elif arch == "qwen2":  # q/k/v with bias, tied embeddings like Qwen2-0.5B
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        qwen_cfg = Qwen2Config(
+            vocab_size=vocab_size, hidden_size=hidden, intermediate_size=hidden * 2,
+            num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=512, tie_word_embeddings=True, initializer_range=init,
+            **ids,
+        )
+        model = Qwen2ForCausalLM(qwen_cfg)
     else:
         raise ValueError(f"unknown tiny architecture {arch!r}")
     model.generation_config.pad_token_id = 0
@@ -124,7 +134,7 @@ def train_toy_adapter(base_dir: Path | str, out: Path | str, *, steps: int = 30,
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
     tok = AutoTokenizer.from_pretrained(str(base_dir))
-    arch = "gpt2" if model.config.model_type == "gpt2" else "llama"
+    arch = "gpt2" if model.config.model_type == "gpt2" else "llama"  # qwen2 names = llama's
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
                      target_modules=target_modules or default_targets(arch),
                      fan_in_fan_out=arch == "gpt2")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdiag import atomic
+from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
@@ -243,6 +244,7 @@ def build_meta(cfg: TrainConfig, base_dir: Path, template: PromptTemplate, token
     return {
         "tool": "ftdiag", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "base": str(cfg.base), "base_dir": str(base_dir), "base_config_hash": config_hash(base_dir),
+        "base_fingerprint": weights_fingerprint(base_dir),
         "template": template.text, "template_source": template.source,
         "tokenizer": {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
                       "eos_token": tokenizer.eos_token, "eos_token_id": tokenizer.eos_token_id},

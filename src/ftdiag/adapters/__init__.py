@@ -11,9 +11,17 @@ from ftdiag.adapters.static import TINY_DELTA
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
 
-__all__ = ["check_adapter", "resolve_base", "runtime_layer"]
+__all__ = ["AdapterLoadError", "check_adapter", "resolve_base", "runtime_layer"]
 
 log = logging.getLogger(__name__)
+
+
+class AdapterLoadError(Exception):
+    """PEFT/transformers refused the adapter for this base; `reason` is the loader's message."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
@@ -33,8 +41,15 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
         return report
     try:
         model, tokenizer = _load(pre, model, tokenizer)
+    except AdapterLoadError as exc:  # the adapter does not fit the base: a fail, never a skip
+        if report.verdict != "fail":  # else a static fail (A006/A008/A011...) already says why
+            from ftdiag.adapters.consistency import loader_failure
+
+            report.add(loader_failure(exc.reason))
+        report.layers_skipped["R"] = f"cannot load the adapter: {exc.reason[:300]}"
+        return report
     except FtdiagError as exc:
-        report.layers_skipped["R"] = f"cannot load the adapter: {exc.message[:300]}"
+        report.layers_skipped["R"] = f"cannot load the base: {exc.message[:300]}"
         return report
     from ftdiag.adapters.runtime import audit_runtime
 
@@ -56,7 +71,11 @@ def _load(pre: Preflight, model: Any, tokenizer: Any) -> tuple[Any, Any]:
         from ftdiag.models import load_adapter, load_base
 
         assert pre.base_dir is not None
-        model = load_adapter(load_base(pre.base_dir), pre.adapter_dir)
+        loaded = load_base(pre.base_dir)
+        try:
+            model = load_adapter(loaded, pre.adapter_dir)
+        except FtdiagError as exc:
+            raise AdapterLoadError(str(exc.__cause__ or exc.message)) from exc
     if tokenizer is None:
         from transformers import AutoTokenizer
 

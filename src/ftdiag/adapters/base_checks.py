@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.files import AdapterFiles
+from ftdiag.adapters.identity import base_identity
 from ftdiag.adapters.keys import (
     FULL_MODULES,
     AdapterModule,
@@ -18,7 +19,6 @@ from ftdiag.adapters.keys import (
 )
 from ftdiag.adapters.stats import LayerStat, add_ratios, base_norms, base_weight_index
 from ftdiag.findings import Finding, finding, passed
-from ftdiag.models import EMBEDDED_NAME, config_hash, is_embedded_name
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def base_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: l
                 base_vocab_size=layout.vocab_size)
     out = [_keys(modules, matched, layout), _targets(modules, matched, expected, cfg)]
     out += _shapes(files, modules, matched, layout)
-    out.append(_name(cfg.get("base_model_name_or_path"), base_dir))
+    out.append(base_identity(cfg, base_dir, files.path))
     out.append(_vocab(files, modules, other, layout))
     out.append(_tiny_delta(stats, layout, info, threshold, most))
     return out
@@ -97,35 +97,6 @@ def _shapes(files: AdapterFiles, modules: dict[str, AdapterModule], matched: lis
                         hint="the adapter was trained on a different base model; pass the "
                              "right --base", mismatched=bad[:20], count=len(bad))]
     return [passed("A008", f"shapes of {len(matched)} matched modules fit the base")]
-
-
-def _name(name: str | None, base_dir: Path) -> Finding:
-    """A008 (warn): base_model_name_or_path names another model than the one given."""
-    if not name:
-        return passed("A008", "no base_model_name_or_path recorded")
-    other = False
-    if is_embedded_name(name):
-        other = _embedded_name(base_dir) != EMBEDDED_NAME
-    else:
-        p = Path(name).expanduser()
-        if not (p / "config.json").is_file():
-            return passed("A008", f"base_model_name_or_path {name!r} is not a local folder: "
-                                  "not compared")
-        other = p.resolve() != base_dir.resolve() and config_hash(p) != config_hash(base_dir)
-    if other:
-        return finding("A008", f"adapter_config.json names {name!r} as its base, but the "
-                               f"base given is {base_dir}", status="warn",
-                       hint="compare against the base the adapter was trained on",
-                       recorded=name, given=str(base_dir))
-    return passed("A008", f"base_model_name_or_path {name!r} is the base given")
-
-
-def _embedded_name(base_dir: Path) -> str | None:
-    src = base_dir / "ftdiag_source.json"
-    try:
-        return json.loads(src.read_text(encoding="utf-8")).get("name") if src.is_file() else None
-    except (OSError, ValueError):
-        return None
 
 
 def tokenizer_size(folder: Path) -> int | None:

@@ -16,7 +16,7 @@ from ftdiag.findings import Report
 from ftdiag.models import resolve_model_dir
 
 # Static failures after which no text generated with the adapter can be trusted.
-BLOCKING = frozenset({"A001", "A002", "A004", "A006", "A007", "A008", "A009"})
+BLOCKING = frozenset({"A001", "A002", "A004", "A006", "A007", "A008", "A009", "A011"})
 # Static failures after which the model cannot even be loaded for the runtime layer.
 NO_RUNTIME = {"A004": "adapter holds NaN/Inf (A004)"}
 

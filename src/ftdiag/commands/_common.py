@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +18,14 @@ from ftdiag.render.console import err, out
 from ftdiag.render.findings import print_report, to_json
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ErrorExit(typer.Exit):
+    """Exit 2 after a user error, carrying it so --json can print the error document."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(2)
+        self.message, self.hint = message, hint
 
 
 def quiet_libraries() -> None:
@@ -52,7 +60,7 @@ def handle_errors(fn: F) -> F:
             if exc.hint:
                 line += f" [dim]({escape(exc.hint)})[/]"
             err().print(line, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise ErrorExit(exc.message, exc.hint) from None
         except KeyboardInterrupt:
             err().print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
@@ -72,6 +80,14 @@ def write_report(path: Path, content: str | bytes) -> Path:
     except OSError as exc:
         raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def write_reports(result: Any,
+                  files: Iterable[tuple[Path | None, Callable[[Any], str | bytes]]]) -> None:
+    """Each requested (path, renderer) pair written with `write_report`."""
+    for path, render in files:
+        if path is not None:
+            write_report(path, render(result))
 
 
 def emit(report: Report, *, json_out: bool, strict: bool = False,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ftdiag.commands._common import emit, handle_errors, write_report
+from ftdiag.commands._common import emit, handle_errors, write_reports
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
         from ftdiag.abtest import ABConfig, run_ab_test
         from ftdiag.records import pick_records
-        from ftdiag.render.ab import print_ab
+        from ftdiag.render.ab import print_ab, to_html, to_junit, to_markdown
         from ftdiag.render.progress import stage_progress
         from ftdiag.templates import load_template
 
@@ -57,16 +57,6 @@ def register(app: typer.Typer) -> None:
         with stage_progress(enabled=not json_out) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)
-        write_reports(result, markdown=markdown, html=html, junit=junit)
+        write_reports(result, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(result.report, json_out=json_out, strict=strict,
              render=lambda _rep, console: print_ab(result, console, show=show))
-
-
-def write_reports(result: object, *, markdown: Path | None, html: Path | None,
-                  junit: Path | None) -> None:
-    """Write the requested ab-test report files."""
-    from ftdiag.render.ab import to_html, to_junit, to_markdown
-
-    for path, render in ((markdown, to_markdown), (html, to_html), (junit, to_junit)):
-        if path is not None:
-            write_report(path, render(result))  # type: ignore[operator]

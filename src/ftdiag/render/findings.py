@@ -90,3 +90,11 @@ def passed_skipped_line(report: Report) -> Text:
 
 def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2)
+
+
+def error_json(command: str, message: str, hint: str = "") -> str:
+    """The one JSON document a command prints with --json when it exits 2 on bad input."""
+    from ftdiag._version import __version__
+
+    return json.dumps({"tool": "ftdiag", "version": __version__, "command": command,
+                       "verdict": "error", "error": {"message": message, "hint": hint}}, indent=2)

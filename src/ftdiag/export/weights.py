@@ -1,0 +1,205 @@
+"""Read single module weights from a saved model, lazily: a safetensors folder or a merged GGUF.
+
+Both readers return the weight in the Hugging Face layout (GGUF q/k rows un-permuted) as
+float32, with the dtype it was saved in and, for quantized GGUF tensors, half the quantization
+step of each element's block (what an update must exceed to survive the rounding).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ftdiag.adapters.tensorfile import TensorFile, open_safetensors
+from ftdiag.errors import FtdiagError
+
+MANTISSA_BITS = {"F32": 23, "F16": 10, "BF16": 7, "F64": 52}
+# bits per weight and the block a scale covers, for the quantization step estimate
+QUANT_BITS = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32),
+              "Q8_0": (8, 32), "Q8_1": (8, 32), "Q2_K": (2, 16), "Q3_K": (3, 16),
+              "Q4_K": (4, 32), "Q5_K": (5, 32), "Q6_K": (6, 16), "Q8_K": (8, 256),
+              "IQ4_NL": (4, 32), "IQ4_XS": (4, 32), "TQ1_0": (2, 256), "TQ2_0": (2, 256)}
+
+
+@dataclass
+class SavedWeight:
+    """One module's weight as saved: values (float32, HF layout), dtype, rounding half-step."""
+
+    values: np.ndarray
+    dtype: str
+    half_step: np.ndarray | None = None  # None: derive from the float dtype
+
+    def half_ulp(self) -> np.ndarray:
+        """Half a unit in the last place of each value in the saved dtype (or half a quant step)."""
+        if self.half_step is not None:
+            return self.half_step
+        bits = MANTISSA_BITS.get(self.dtype, 23)
+        _, exp = np.frexp(self.values)
+        low = -125 if self.dtype in ("F32", "BF16") else -13  # exponent of the smallest normal
+        exp = np.where(self.values == 0, low, np.maximum(exp, low))
+        return np.ldexp(np.float32(0.5), exp - 1 - bits).astype(np.float32)
+
+
+class WeightSource(Protocol):
+    """Something that holds module weights by Hugging Face module name."""
+
+    path: Path
+
+    def read(self, module: str) -> SavedWeight | None: ...
+
+
+def weight_key(module: str, keys: dict[str, Any]) -> str | None:
+    """The tensor key of `module`'s weight (with or without the first name component)."""
+    for key in (f"{module}.weight", f"{module.partition('.')[2]}.weight"):
+        if key in keys:
+            return key
+    return None
+
+
+class SafetensorsFolder:
+    """A Hugging Face model folder: index (or single file) read from headers only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.index = safetensors_index(path)
+        self._files: dict[Path, TensorFile] = {}
+
+    def read(self, module: str) -> SavedWeight | None:
+        key = weight_key(module, self.index)
+        if key is None:
+            return None
+        file = self.index[key]
+        if file not in self._files:
+            self._files[file] = open_safetensors(file)
+        tf = self._files[file]
+        if key not in tf.tensors:
+            raise FtdiagError(f"{file} lacks {key} listed in its index (incomplete export?)")
+        _, values = next(tf.read([key]))
+        return SavedWeight(values, tf.tensors[key].dtype)
+
+
+def safetensors_index(path: Path) -> dict[str, Path]:
+    """Tensor key -> file, from model.safetensors.index.json or the single model.safetensors."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise FtdiagError(f"cannot read {index}: {exc}") from exc
+        out = {k: path / v for k, v in weight_map.items()}
+        missing = sorted({p.name for p in out.values() if not p.is_file()})
+        if missing:
+            raise FtdiagError(f"{path} lacks shards listed in its index: {', '.join(missing)}",
+                              hint="the export was not copied or saved completely")
+        return out
+    single = path / "model.safetensors"
+    if not single.is_file():
+        raise FtdiagError(f"{path} holds no safetensors weights",
+                          hint="save with save_pretrained(dir, safe_serialization=True)")
+    return dict.fromkeys(open_safetensors(single).tensors, single)
+
+
+class GgufModel:
+    """A merged model in one GGUF file; tensors dequantized one at a time."""
+
+    def __init__(self, path: Path, reader: Any) -> None:
+        import gguf
+
+        self.path = path
+        self.reader = reader
+        self.fields = gguf_fields(reader)
+        self.arch_name = str(self.fields.get("general.architecture", ""))
+        arch = {v: k for k, v in gguf.MODEL_ARCH_NAMES.items()}.get(self.arch_name)
+        if arch is None:
+            raise FtdiagError(f"{path}: unknown GGUF architecture {self.arch_name!r}")
+        prefix = self.arch_name
+        self.n_head = int(self.fields.get(f"{prefix}.attention.head_count", 0) or 0)
+        self.n_head_kv = int(self.fields.get(f"{prefix}.attention.head_count_kv", 0)
+                             or self.n_head)
+        blocks = int(self.fields.get(f"{prefix}.block_count", 0) or 0)
+        self.names = gguf.TensorNameMap(arch, blocks)
+        self.tensors = {t.name: t for t in reader.tensors}
+
+    def gguf_name(self, module: str) -> str | None:
+        """llama.cpp's name for a Hugging Face module (blk.N.attn_q.weight)."""
+        name = self.names.get_name(module)
+        return f"{name}.weight" if name is not None else None
+
+    def read(self, module: str) -> SavedWeight | None:
+        import gguf
+
+        name = self.gguf_name(module)
+        t = self.tensors.get(name) if name else None
+        if t is None:
+            return None
+        qtype = gguf.GGMLQuantizationType(t.tensor_type)
+        try:
+            values = np.asarray(gguf.quants.dequantize(t.data, qtype), dtype=np.float32)
+        except (NotImplementedError, ValueError) as exc:
+            raise FtdiagError(f"cannot dequantize {name} ({qtype.name}) in {self.path}: {exc}",
+                              hint="gguf-py has no dequantizer for it") from exc
+        values = values.reshape(tuple(int(n) for n in reversed(t.shape)))
+        half = quant_half_step(values, qtype.name)
+        if self._permuted(module):
+            heads = self.n_head if module.endswith("q_proj") else self.n_head_kv
+            values = unpermute(values, heads)
+            half = unpermute(half, heads) if half is not None else None
+        return SavedWeight(values, qtype.name, half)
+
+    def _permuted(self, module: str) -> bool:
+        """llama.cpp permutes q/k rows of Llama-family models for its RoPE layout."""
+        return self.arch_name in ("llama", "mistral", "granite") and \
+            module.endswith(("q_proj", "k_proj")) and self.n_head > 0
+
+
+def gguf_fields(reader: Any) -> dict[str, Any]:
+    """Scalar and string metadata of a GGUF file (arrays such as the vocabulary are skipped)."""
+    out: dict[str, Any] = {}
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer.ggml.") and key.endswith(("tokens", "merges", "scores",
+                                                                "token_type")):
+            continue
+        try:
+            out[key] = field.contents()
+        except (ValueError, IndexError, TypeError):
+            continue
+    return out
+
+
+def open_gguf(path: Path) -> Any:
+    """A GGUFReader on `path`; a corrupt or truncated file is one user error."""
+    import gguf
+
+    try:
+        return gguf.GGUFReader(path)
+    except Exception as exc:  # the reader raises ValueError, struct and numpy errors
+        raise FtdiagError(f"cannot read GGUF file {path} (corrupt or truncated?): {exc}") from exc
+
+
+def quant_half_step(values: np.ndarray, qtype: str) -> np.ndarray | None:
+    """Half the quantization step of each element's block; None for float types."""
+    if qtype in MANTISSA_BITS:
+        return None
+    bits, block = QUANT_BITS.get(qtype, (4, 32))
+    flat = values.reshape(-1, block) if values.size % block == 0 else values.reshape(1, -1)
+    step = (flat.max(axis=1) - flat.min(axis=1)) / np.float32(2**bits - 1)
+    half = np.repeat(step / 2, flat.shape[1]).astype(np.float32)
+    return half.reshape(values.shape)
+
+
+def unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """Undo llama.cpp's convert_hf_to_gguf `permute(w, n_head, n_head_kv)` on the rows."""
+    rows = w.shape[0]
+    return np.ascontiguousarray(
+        w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's q/k row permutation (HF rotary halves -> interleaved pairs)."""
+    rows = w.shape[0]
+    return np.ascontiguousarray(
+        w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
