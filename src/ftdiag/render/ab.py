@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from html import escape
 from typing import Any
 
 from rich.console import Console, Group
@@ -14,7 +13,7 @@ from rich.text import Text
 from ftdiag.abtest import ABResult, ABRow
 from ftdiag.compare import word_diff
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
-from ftdiag.render.text import block, cell, xml_safe
+from ftdiag.render.text import CSS, block, cell, h, xml_safe
 
 ARM_STYLE = {"base": "cyan", "adapter": "magenta", "merged": "blue"}
 
@@ -165,30 +164,6 @@ def to_markdown(result: ABResult) -> str:
 
 # HTML
 
-HTML_CSS = """
-body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}
-h1 .pass{color:#1a7f37}h1 .warn{color:#9a6700}h1 .fail{color:#cf222e}
-table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ddd;padding:.3rem .6rem;
-vertical-align:top;text-align:left}th{background:#f6f8fa}td.num{text-align:right}
-.st-pass{color:#1a7f37}.st-warn{color:#9a6700}.st-fail{color:#cf222e;font-weight:bold}
-.st-skip,.st-info{color:#57606a}
-.title{border:1px solid #ddd;border-radius:6px;margin:1rem 0;padding:.5rem 1rem}
-.title.same{border-color:#cf222e}.arms{display:grid;grid-template-columns:1fr 1fr;gap:1rem}
-.arms pre,.ref{white-space:pre-wrap;background:#f6f8fa;padding:.5rem;margin:0;font-size:.9rem}
-del{background:#ffebe9;color:#82071e}ins{background:#dafbe1;color:#116329;text-decoration:none}
-.dim{color:#57606a}
-"""
-
-
-def h(value: Any) -> str:
-    """Escaped text (numbers formatted)."""
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return escape(xml_safe(str(value)))
-
-
 def diff_html(a: str, b: str) -> tuple[str, str]:
     """`a` with removed words in <del>, `b` with added words in <ins>."""
     left, right = [], []
@@ -260,7 +235,7 @@ def to_html(result: ABResult) -> str:
         parts += ["<h2>Titles</h2>", *(row_html(i, r) for i, r in enumerate(result.rows, 1))]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             "<meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>ftdiag ab-test: {v}</title><style>{HTML_CSS}</style></head><body>"
+            f"<title>ftdiag ab-test: {v}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")
 
 

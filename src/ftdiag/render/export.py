@@ -89,7 +89,7 @@ def extra_lines(d: ExportDetails) -> list[str]:
 
 
 def to_markdown(report: Report) -> str:
-    from ftdiag.render.markdown import cell
+    from ftdiag.render.text import cell
 
     d = details_of(report)
     out = [f"# ftdiag check-export: {report.verdict.upper()}", "",
@@ -108,7 +108,7 @@ def to_markdown(report: Report) -> str:
 
 
 def to_html(report: Report) -> str:
-    from ftdiag.render.html import CSS, h
+    from ftdiag.render.text import CSS, h
 
     d = details_of(report)
     v = report.verdict
@@ -135,7 +135,7 @@ def to_html(report: Report) -> str:
 
 def to_junit(report: Report) -> str:
     """One test case per check (failures for fail findings, skipped for skipped checks)."""
-    from ftdiag.render.junit import xml_safe
+    from ftdiag.render.text import xml_safe
 
     suite = ET.Element("testsuite", name="ftdiag.check-export")
     failures = skipped = 0
