@@ -2,6 +2,9 @@
 
 `analyse(log)` returns a `Report` (command "loss-report") whose `details` hold, for one run:
   label, source, format, notes      where the numbers came from
+  config                            hyperparameters the source recorded (learning_rate,
+                                    num_train_epochs, max_steps, lora_r, lora_alpha, batch_size,
+                                    gradient_accumulation_steps, framework), those found
   records, finite_records           train loss records (after merging duplicates), finite ones
   steps, max_steps, completed       optimizer steps reached, planned, reached >= planned
   epochs, num_train_epochs, tokens_seen
@@ -31,6 +34,7 @@ Start/end/min keys are None when there is no finite loss (then L001 or L004 says
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -47,10 +51,17 @@ CURVE_POINTS = 400
 _HINT_LR = "lower the learning rate (or add warmup), keep max_grad_norm=1.0"
 
 
-def loss_report(paths: list[str | Path], *, min_steps: int = 50, **cols: str) -> Report:
-    """Analyse one run, or several side by side (details["runs"] compares them)."""
-    reports = [analyse(read_loss_log(p, **cols), min_steps=min_steps) for p in paths]
-    labels = run_labels([Path(p) for p in paths])
+def loss_report(paths: Sequence[str | Path | LossLog], *, min_steps: int = 50,
+                **cols: str) -> Report:
+    """Analyse one run, or several side by side (details["runs"] compares them).
+
+    An item is a path (read with `read_loss_log`) or a LossLog already read (an MLflow run).
+    """
+    logs = [p if isinstance(p, LossLog) else read_loss_log(p, **cols) for p in paths]
+    reports = [analyse(log, min_steps=min_steps) for log in logs]
+    names = run_labels([Path(p.source if isinstance(p, LossLog) else p) for p in paths])
+    labels = [log.label or name for log, name in zip(logs, names, strict=True)]
+    labels = [f"{lab}#{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     for rep, label in zip(reports, labels, strict=True):
         rep.details["label"] = label
     if len(reports) == 1:
@@ -103,11 +114,13 @@ def analyse(log: LossLog, *, min_steps: int = 50) -> Report:
     ev_steps, ev_loss = _arrays(log.eval)
     gn_steps, gn = _arrays(log.grad_norm)
     d: dict[str, Any] = rep.details
-    d.update(label=run_labels([Path(log.source)])[0], source=log.source, format=log.format,
-             notes=list(log.notes), records=int(steps.size), steps=log.steps_done,
+    d.update(label=log.label or run_labels([Path(log.source)])[0], source=log.source,
+             format=log.format, notes=list(log.notes), records=int(steps.size),
+             steps=log.steps_done,
              max_steps=log.max_steps, epochs=log.epoch[-1][1] if log.epoch else None,
              num_train_epochs=log.num_train_epochs, tokens_seen=log.tokens_seen,
-             duplicates_merged=log.duplicates_merged, was_unsorted=log.was_unsorted)
+             duplicates_merged=log.duplicates_merged, was_unsorted=log.was_unsorted,
+             config=dict(log.config))
     d["completed"] = None if not log.max_steps else log.steps_done >= log.max_steps
     d.update(start_loss=None, end_loss=None, start_steps=None, end_steps=None, min_loss=None,
              min_loss_step=None, relative_decrease=None, noise=None, decrease_z=None,

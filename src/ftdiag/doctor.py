@@ -127,7 +127,9 @@ def _loss_layer(run_dir: Path) -> Report:
         return loss_report([run_dir])
     except FtdiagError as exc:
         rep = Report("loss-report")
-        rep.add(finding("L001", exc.message, hint="doctor reads trainer_state.json in RUN_DIR"))
+        rep.add(finding("L001", exc.message,
+                        hint="doctor reads RUN_DIR's trainer_state.json, trainer_log.jsonl, "
+                             "TensorBoard or W&B run"))
         return rep
 
 

@@ -1,4 +1,4 @@
-"""Read training logs (trainer_state.json, TensorBoard, CSV, JSONL) into one `LossLog`.
+"""Read training logs (trainer_state.json, TensorBoard, CSV/JSONL, W&B, ...) into one `LossLog`.
 
 Every reader returns series sorted by step with duplicate steps merged (the latest occurrence
 wins: a resumed run re-logs the steps after its checkpoint). A run directory with no log in it
@@ -36,7 +36,7 @@ class LossLog:
     """Loss curves of one run, whatever file they came from (series are (step, value), sorted)."""
 
     source: str
-    format: str = "none"  # trainer_state | tensorboard | csv | jsonl | none
+    format: str = "none"  # trainer_state|tensorboard|csv|jsonl|llamafactory|wandb|mlflow|none
     train: Series = field(default_factory=list)
     eval: Series = field(default_factory=list)
     grad_norm: Series = field(default_factory=list)
@@ -49,6 +49,8 @@ class LossLog:
     duplicates_merged: int = 0
     was_unsorted: bool = False
     notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # logsources.runconfig.KEYS found
+    label: str | None = None  # a name for runs that have no path (MLflow)
 
     @property
     def steps_done(self) -> int:
@@ -59,7 +61,7 @@ class LossLog:
 
 def read_loss_log(path: str | Path, *, step_col: str = "step", loss_col: str = "loss",
                   eval_col: str = "eval_loss") -> LossLog:
-    """Read a run dir, trainer_state.json, TensorBoard event file/dir, CSV or JSONL log."""
+    """Read a run dir, trainer_state.json, TensorBoard, CSV/JSONL, W&B run or LLaMA-Factory log."""
     path = Path(path)
     if not path.exists():
         raise FtdiagError(f"{path}: no such file or directory",
@@ -69,30 +71,87 @@ def read_loss_log(path: str | Path, *, step_col: str = "step", loss_col: str = "
     if target is None:
         tables = _tables(path, loss_col)
         note = (f"several logs ({', '.join(p.name for p in tables)}): name one" if tables else
-                "no trainer_state.json, checkpoint-*/trainer_state.json, TensorBoard event "
-                "file, CSV or JSONL found")
+                "no trainer_state.json, checkpoint-*/trainer_state.json, trainer_log.jsonl, "
+                "TensorBoard event file, W&B run, CSV or JSONL found")
         return LossLog(str(path), notes=[note])
+    out = _read(target, loss_col, cols)
+    if path.is_dir() and target.suffix == ".wandb":
+        runs = _wandb_runs(path)
+        if runs > 1:
+            out.notes.append(f"{runs} W&B runs here: read the latest ({target.parent.name}); "
+                             "pass a run folder to choose")
+    if out.format != "wandb":
+        _add_dir_config(out, path if path.is_dir() else path.parent)
+    return out
+
+
+def _read(target: Path, loss_col: str, cols: dict[str, str]) -> LossLog:
     name = target.name
+    if name.endswith(".wandb"):
+        from ftdiag.logsources.wandb_run import read_wandb_run
+
+        return read_wandb_run(target, loss_col=loss_col, eval_col=cols["eval_col"])
     if target.is_dir() or name.startswith("events.out.tfevents"):
-        return read_tensorboard(target, loss_col=loss_col, eval_col=eval_col)
+        return read_tensorboard(target, loss_col=loss_col, eval_col=cols["eval_col"])
     if name.endswith(".csv"):
         return read_csv(target, **cols)
     if name.endswith((".jsonl", ".ndjson")):
+        from ftdiag.logsources import llamafactory
+
+        if llamafactory.is_trainer_log(target):
+            return llamafactory.read_trainer_log(target)
         return read_jsonl(target, **cols)
     return read_trainer_state(target)
 
 
+def _wandb_file(path: Path) -> Path | None:
+    from ftdiag.logsources.wandb_run import find_run_file
+
+    found = find_run_file(path)
+    return found[0] if found else None
+
+
+def _wandb_runs(path: Path) -> int:
+    from ftdiag.logsources.wandb_run import find_run_file
+
+    found = find_run_file(path)
+    return found[1] if found else 0
+
+
+def _add_dir_config(out: LossLog, run_dir: Path) -> None:
+    """Hyperparameters the run folder records (adapter_config.json, LLaMA-Factory, axolotl)."""
+    from ftdiag.logsources.runconfig import dir_config
+
+    dirs = [run_dir, run_dir.parent] if run_dir.name.startswith("checkpoint-") else [run_dir]
+    for d in reversed(dirs):  # the checkpoint's own files win over the run's
+        config, framework = dir_config(d)
+        out.config.update(config)
+        if framework:
+            out.config.setdefault("framework", framework)
+    out.max_steps = out.max_steps or out.config.get("max_steps")
+    epochs = out.config.get("num_train_epochs")
+    if out.num_train_epochs is None and epochs is not None:
+        out.num_train_epochs = float(epochs)
+
+
 def find_log_file(run_dir: Path, loss_col: str = "loss") -> Path | None:
-    """The log inside a run dir: trainer_state.json, newest checkpoint's, TensorBoard, CSV/JSONL."""
+    """The log inside a run dir: trainer_state.json, LLaMA-Factory's trainer_log.jsonl, newest
+    checkpoint's trainer_state.json, TensorBoard, a W&B run, the one CSV/JSONL."""
     top = run_dir / "trainer_state.json"
     if top.is_file():
         return top
+    factory = run_dir / "trainer_log.jsonl"  # LLaMA-Factory, newer than its last checkpoint
+    if factory.is_file():
+        return factory
     ckpts = [(int(m.group(1)), p) for p in run_dir.glob("checkpoint-*/trainer_state.json")
              if (m := re.fullmatch(r"checkpoint-(\d+)", p.parent.name))]
     if ckpts:
         return max(ckpts)[1]
     if _event_files(run_dir):
         return run_dir
+    wandb = _wandb_file(run_dir)
+    if wandb is not None:
+        return wandb
     tables = _tables(run_dir, loss_col)
     return tables[0] if len(tables) == 1 else None
 

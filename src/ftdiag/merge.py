@@ -22,13 +22,25 @@ PROBE_TITLES = ["Stainless steel water bottle", "Wireless headphones with noise 
 MERGE_META = "ftdiag_merge.json"
 
 
-def precision_check(base_dir: Path) -> Finding:
-    """R007 when the base checkpoint is 4/8-bit or half precision (merged in fp32 regardless)."""
+def precision_check(base_dir: Path, adapter_dir: Path | None = None) -> Finding:
+    """R007: a 4/8-bit or half-precision base, or an adapter fitted to a quantized base (A014)."""
+    from ftdiag.adapters.files import read_adapter_config
+    from ftdiag.adapters.quantized import training_quantization
     from ftdiag.models import read_config
 
     cfg = read_config(base_dir)
     quant = cfg.get("quantization_config")
     dtype = str(cfg.get("torch_dtype") or cfg.get("dtype") or "float32")
+    trained = (training_quantization(read_adapter_config(adapter_dir))
+               if adapter_dir is not None and (adapter_dir / "adapter_config.json").is_file()
+               else None)
+    if trained and not quant:
+        return finding("R007", f"the adapter was trained against a {trained[0]}-quantized base "
+                               f"({trained[1]}); merging it into this {dtype} base changes what "
+                               "it does", hint="the update was fitted to the dequantized "
+                               "weights: serve base + adapter on the quantized base, or "
+                               "re-train on the full-precision one",
+                       quantization=trained[0], trained_on=trained[1], dtype=dtype)
     if quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else "?"
         return finding("R007", f"base is quantized ({method}); dequantized to fp32 before merging",
@@ -87,7 +99,7 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
         return report
     assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
     base_dir = pre.base_dir
-    report.add(precision_check(base_dir))
+    report.add(precision_check(base_dir, adapter_dir))
     report.layers_run += ["R", "G"]
     try:
         plain = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)

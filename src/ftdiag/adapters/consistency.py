@@ -39,6 +39,19 @@ def config_weights_check(files: AdapterFiles, modules: dict[str, AdapterModule],
                           f"(r={cfg.get('r')}, lora_alpha={cfg.get('lora_alpha')})")
 
 
+def provenance_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: list[str],
+                      base_dir: Path | None) -> list[Finding]:
+    """A012 stale checkpoint, A013 tied-embedding update, A014 quantized training base."""
+    from ftdiag.adapters.checkpoints import stale_checkpoint
+    from ftdiag.adapters.embeddings import tied_embedding_update
+    from ftdiag.adapters.quantized import quantized_training_base
+
+    assert files.config is not None
+    base = Path(base_dir) if base_dir is not None else None
+    return [stale_checkpoint(files.path), tied_embedding_update(files, modules, other, base),
+            quantized_training_base(files.config, base)]
+
+
 def loader_failure(reason: str) -> Finding:
     """A011 (fail): PEFT/transformers refused to load the adapter onto the base."""
     return finding("A011", f"PEFT cannot load the adapter onto the base: {reason[:400]}",

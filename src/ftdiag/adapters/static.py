@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.base_checks import base_checks
-from ftdiag.adapters.consistency import config_weights_check
+from ftdiag.adapters.consistency import config_weights_check, provenance_checks
 from ftdiag.adapters.files import AdapterFiles, read_adapter
 from ftdiag.adapters.keys import AdapterModule, group_lora_keys
 from ftdiag.adapters.stats import LayerStat, compute_stats
@@ -47,6 +47,7 @@ def run_static(adapter_dir: str | Path, base_dir: Path | None = None, *,
     report.add(_nonfinite(nonfinite))
     report.add(*_zero_b(stats))
     report.add(config_weights_check(files, modules, check_targets=base_dir is None))
+    report.add(*provenance_checks(files, modules, other, base_dir))
     if base_dir is None:
         for code in BASE_CODES:
             report.add(_skip(code, "no base model given"))

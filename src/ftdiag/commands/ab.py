@@ -7,13 +7,14 @@ from pathlib import Path
 import typer
 
 from ftdiag.commands._common import emit, handle_errors, write_reports
+from ftdiag.errors import FtdiagError
 
 
 def register(app: typer.Typer) -> None:
     @app.command("ab-test")
     @handle_errors
     def ab_test(
-        adapter: Path = typer.Option(..., "--adapter", help="LoRA adapter folder."),
+        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
         base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
         merged: Path | None = typer.Option(None, "--merged", help="Merged model folder."),
         titles: Path | None = typer.Option(None, "--titles", help="Titles: txt/JSONL/JSON/CSV."),
@@ -40,6 +41,20 @@ def register(app: typer.Typer) -> None:
         html: Path | None = typer.Option(None, "--html", help="Write an HTML report."),
         junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML for CI."),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+        endpoint: str | None = typer.Option(
+            None, "--endpoint", help="OpenAI-compatible server URL: test what it serves (E0xx)."),
+        served_base: str | None = typer.Option(None, "--served-base",
+                                               help="Model name of the base on the server."),
+        served_adapter: str | None = typer.Option(None, "--served-adapter",
+                                                  help="Model name of the fine-tune there."),
+        chat: bool = typer.Option(False, "--chat", help="Use /v1/chat/completions (the "
+                                  "server's chat template) instead of /v1/completions."),
+        request_extra: str | None = typer.Option(
+            None, "--request-extra", help="JSON fields added to each request (lora, adapter_id)."),
+        api_key: str | None = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY",
+                                           help="API key (default: $OPENAI_API_KEY)."),
+        concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
+        timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Seconds per request."),
     ) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
         from ftdiag.abtest import ABConfig, run_ab_test
@@ -49,6 +64,19 @@ def register(app: typer.Typer) -> None:
         from ftdiag.templates import load_template
 
         records = pick_records(titles, from_train, n, seed, title_field, reference_field)
+        if endpoint is not None:
+            from ftdiag.commands._endpoint import run_endpoint
+
+            return run_endpoint(
+                url=endpoint, served_base=served_base, served_adapter=served_adapter,
+                adapter=adapter, base=base, records=records, template=template,
+                chat_template=chat_template, chat=chat, request_extra=request_extra,
+                api_key=api_key, concurrency=concurrency, timeout=timeout,
+                max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
+                max_identical=max_identical, show=show, json_out=json_out, markdown=markdown,
+                html=html, junit=junit, strict=strict)
+        if adapter is None:
+            raise FtdiagError("ab-test needs --adapter DIR (or --endpoint URL)")
         tpl = load_template(template, chat_template) if template or chat_template else None
         cfg = ABConfig(adapter_dir=adapter, base=base, merged_dir=merged, template=tpl,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,

@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ftdiag.commands._common import emit, handle_errors, write_report
+
+if TYPE_CHECKING:
+    from ftdiag.logs import LossLog
 
 
 def register(app: typer.Typer) -> None:
     @app.command("loss-report")
     @handle_errors
     def loss_report_cmd(
-        paths: list[Path] = typer.Argument(
-            ..., metavar="PATH",
-            help="Run dir, trainer_state.json, TensorBoard event file/dir, CSV or JSONL; "
-                 "several to compare runs."),
+        paths: list[Path] | None = typer.Argument(
+            None, metavar="PATH",
+            help="Run dir, trainer_state.json, TensorBoard event file/dir, W&B run folder, "
+                 "LLaMA-Factory trainer_log.jsonl, CSV or JSONL; several to compare runs."),
+        mlflow_uri: str | None = typer.Option(
+            None, "--mlflow-uri", metavar="URI",
+            help="MLflow store: mlflow.db (sqlite), http(s)://server or file:///.../mlruns."),
+        run_ids: list[str] | None = typer.Option(
+            None, "--run-id", metavar="ID", help="MLflow run to read (repeat to compare)."),
         json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
         png: Path | None = typer.Option(None, "--png", help="Also write the loss plot as PNG."),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
@@ -30,9 +39,21 @@ def register(app: typer.Typer) -> None:
         from functools import partial
 
         from ftdiag.convergence import loss_report
+        from ftdiag.errors import FtdiagError
         from ftdiag.render.loss import png_bytes, print_loss_report
 
-        report = loss_report(list(paths), min_steps=min_steps, step_col=step_col,
+        if bool(mlflow_uri) != bool(run_ids):
+            raise FtdiagError("--mlflow-uri and --run-id go together",
+                              "e.g. --mlflow-uri mlflow.db --run-id 3f2a...")
+        runs: list[Path | LossLog] = list(paths or [])
+        if mlflow_uri and run_ids:
+            from ftdiag.logsources.mlflow_run import read_mlflow_run
+
+            runs += [read_mlflow_run(mlflow_uri, rid, loss_col=loss_col, eval_col=eval_col)
+                     for rid in run_ids]
+        if not runs:
+            raise FtdiagError("nothing to read", "give a PATH, or --mlflow-uri URI --run-id ID")
+        report = loss_report(runs, min_steps=min_steps, step_col=step_col,
                              loss_col=loss_col, eval_col=eval_col)
         if png is not None:
             write_report(png, png_bytes(report))

@@ -13,7 +13,7 @@ from rich.text import Text
 from ftdiag.abtest import ABResult, ABRow
 from ftdiag.compare import word_diff
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
-from ftdiag.render.text import CSS, block, cell, h, xml_safe
+from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
 ARM_STYLE = {"base": "cyan", "adapter": "magenta", "merged": "blue"}
 
@@ -198,15 +198,6 @@ def summary_html(result: ABResult) -> str:
             f"<p class=dim>generation: {h(s.get('generation_config'))}</p>")
 
 
-def checks_html(result: ABResult) -> str:
-    rows = "".join(
-        f'<tr><td class="st-{c.status}">{h(c.status)}</td><td>{h(c.code)}</td>'
-        f"<td>{h(c.title)}</td><td>{h(c.message)}</td><td class=dim>{h(c.hint)}</td></tr>"
-        for c in result.report.checks)
-    return ("<table><tr><th>status</th><th>code</th><th>check</th><th>evidence</th>"
-            f"<th>hint</th></tr>{rows}</table>")
-
-
 def row_html(i: int, row: ABRow) -> str:
     base, adapter = diff_html(row.outputs["base"], row.outputs["adapter"])
     cols = [("base", base), ("adapter", adapter)]
@@ -230,7 +221,7 @@ def to_html(result: ABResult) -> str:
     parts = [f"<h1>ftdiag ab-test: <span class={v}>{v.upper()}</span></h1>"]
     if result.rows:
         parts += ["<h2>Summary</h2>", summary_html(result)]
-    parts += ["<h2>Checks</h2>", checks_html(result)]
+    parts += ["<h2>Checks</h2>", checks_html(result.report)]
     if result.rows:
         parts += ["<h2>Titles</h2>", *(row_html(i, r) for i, r in enumerate(result.rows, 1))]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
@@ -259,31 +250,10 @@ def _titles_suite(result: ABResult) -> ET.Element:
     return suite
 
 
-def _checks_suite(result: ABResult) -> ET.Element:
-    suite = ET.Element("testsuite", name="ftdiag.ab-test.checks")
-    failures = skipped = 0
-    for c in result.report.checks:
-        case = ET.SubElement(suite, "testcase", classname="ftdiag.ab-test.checks",
-                             name=f"{c.code} {c.title}")
-        if c.status == "fail":
-            failures += 1
-            ET.SubElement(case, "failure", type=c.code,
-                          message=xml_safe(c.message)).text = xml_safe(c.hint)
-        elif c.status == "skip":
-            skipped += 1
-            ET.SubElement(case, "skipped", message=xml_safe(c.message))
-        else:
-            ET.SubElement(case, "system-out").text = xml_safe(f"{c.status}: {c.message}")
-    suite.set("tests", str(len(result.report.checks)))
-    suite.set("failures", str(failures))
-    suite.set("skipped", str(skipped))
-    return suite
-
-
 def to_junit(result: ABResult) -> str:
     """<testsuites>: a titles suite (one case per title) and a checks suite (one per check)."""
     root = ET.Element("testsuites", name="ftdiag ab-test")
-    for suite in (_titles_suite(result), _checks_suite(result)):
+    for suite in (_titles_suite(result), checks_suite(result.report, "ftdiag.ab-test.checks")):
         suite.set("errors", "0")
         root.append(suite)
     ET.indent(root)

@@ -57,6 +57,8 @@ def summary_table(d: dict[str, Any]) -> Table:
     if d.get("tokens_seen"):
         run.append(f"{d['tokens_seen']:,} tokens")
     t.add_row("run", ", ".join(run))
+    if d.get("config"):
+        t.add_row("config", config_text(d["config"]))
     if d.get("start_loss") is not None:
         t.add_row("train loss", f"start {d['start_loss']:.4g} → end {d['end_loss']:.4g}  "
                                 f"(min {d['min_loss']:.4g} at step {d['min_loss_step']})")
@@ -81,6 +83,27 @@ def summary_table(d: dict[str, Any]) -> Table:
     for note in d.get("notes", []):
         t.add_row("note", note)
     return t
+
+
+def config_text(config: dict[str, Any]) -> str:
+    """'LLaMA-Factory: lr 0.0002, 3 epochs, LoRA r 8 alpha 16, batch 4 × 2 accumulation'."""
+    parts = []
+    if "learning_rate" in config:
+        parts.append(f"lr {config['learning_rate']:.3g}")
+    if "num_train_epochs" in config:
+        parts.append(f"{config['num_train_epochs']:g} epochs")
+    if "max_steps" in config:
+        parts.append(f"max_steps {config['max_steps']}")
+    lora = [f"{k} {config[key]:g}" for k, key in (("r", "lora_r"), ("alpha", "lora_alpha"))
+            if key in config]
+    if lora:
+        parts.append("LoRA " + " ".join(lora))
+    if "batch_size" in config:
+        accum = config.get("gradient_accumulation_steps")
+        parts.append(f"batch {config['batch_size']}" + (f" × {accum} accumulation"
+                                                          if accum and accum != 1 else ""))
+    text = ", ".join(parts)
+    return f"{config['framework']}: {text}" if config.get("framework") else text
 
 
 def comparison_table(runs: list[dict[str, Any]], best: str | None, best_by: str) -> Table:

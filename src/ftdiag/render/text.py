@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from html import escape
 from typing import Any
+
+from ftdiag.findings import Report
 
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -50,3 +53,34 @@ def h(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     return escape(xml_safe(str(value)))
+
+
+def checks_html(report: Report) -> str:
+    """Every check of a report as one HTML table (status, code, check, evidence, hint)."""
+    rows = "".join(
+        f'<tr><td class="st-{c.status}">{h(c.status)}</td><td>{h(c.code)}</td>'
+        f"<td>{h(c.title)}</td><td>{h(c.message)}</td><td class=dim>{h(c.hint)}</td></tr>"
+        for c in report.checks)
+    return ("<table><tr><th>status</th><th>code</th><th>check</th><th>evidence</th>"
+            f"<th>hint</th></tr>{rows}</table>")
+
+
+def checks_suite(report: Report, name: str) -> ET.Element:
+    """A JUnit <testsuite> with one case per check: fail -> failure, skip -> skipped."""
+    suite = ET.Element("testsuite", name=name)
+    failures = skipped = 0
+    for c in report.checks:
+        case = ET.SubElement(suite, "testcase", classname=name, name=f"{c.code} {c.title}")
+        if c.status == "fail":
+            failures += 1
+            ET.SubElement(case, "failure", type=c.code,
+                          message=xml_safe(c.message)).text = xml_safe(c.hint)
+        elif c.status == "skip":
+            skipped += 1
+            ET.SubElement(case, "skipped", message=xml_safe(c.message))
+        else:
+            ET.SubElement(case, "system-out").text = xml_safe(f"{c.status}: {c.message}")
+    suite.set("tests", str(len(report.checks)))
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    return suite

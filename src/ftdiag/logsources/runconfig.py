@@ -1,0 +1,116 @@
+"""A run's hyperparameters (lr, epochs, LoRA r/alpha, batch) under one set of names.
+
+Sources name them differently: transformers' `learning_rate`/`num_train_epochs`, LLaMA-Factory's
+`lora_rank`, axolotl's `num_epochs`/`lora_r`/`micro_batch_size`, W&B's nested
+`peft_config.default.r`, MLflow params as strings. `normalise` maps any of them to `KEYS`;
+`dir_config` reads what a run folder holds (adapter_config.json, LLaMA-Factory's
+training_args.yaml, the axolotl config embedded in its README.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# canonical name -> names it goes by (leaf names of nested configs count too)
+ALIASES: dict[str, tuple[str, ...]] = {
+    "learning_rate": ("learning_rate", "lr"),
+    "num_train_epochs": ("num_train_epochs", "num_epochs", "epochs"),
+    "max_steps": ("max_steps",),
+    "lora_r": ("lora_r", "lora_rank", "r"),
+    "lora_alpha": ("lora_alpha", "alpha"),
+    "batch_size": ("per_device_train_batch_size", "micro_batch_size", "batch_size"),
+    "gradient_accumulation_steps": ("gradient_accumulation_steps",),
+}
+KEYS = tuple(ALIASES)
+_AXOLOTL_YAML = re.compile(r"See axolotl config.*?```yaml\n(.*?)```", re.S)
+
+
+def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The KEYS found in `raw` (nested dicts searched; a top-level name beats a nested one)."""
+    flat = _flatten(raw)
+    out: dict[str, Any] = {}
+    for key, names in ALIASES.items():
+        # shortest path first (top level), then alias order
+        hits = sorted((path.count("."), names.index(path.rsplit(".", 1)[-1]), path)
+                       for path in flat if path.rsplit(".", 1)[-1] in names)
+        for *_, path in hits:
+            value = _number(flat[path])
+            if value is not None and not (key == "max_steps" and value <= 0):
+                out[key] = value
+                break
+    return out
+
+
+def dir_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """Hyperparameters a run folder records, and the framework that wrote it (or None)."""
+    config: dict[str, Any] = {}
+    framework = None
+    adapter = run_dir / "adapter_config.json"
+    if adapter.is_file():
+        try:
+            cfg = json.loads(adapter.read_text(encoding="utf-8"))
+            if isinstance(cfg, dict):
+                config.update(normalise({k: cfg.get(k) for k in ("r", "lora_alpha")}))
+        except (OSError, json.JSONDecodeError) as exc:
+            log.debug("unreadable %s: %s", adapter, exc)
+    if (run_dir / "trainer_log.jsonl").is_file() or (run_dir / "training_args.yaml").is_file():
+        framework = "LLaMA-Factory"
+        config.update(_yaml_config(run_dir / "training_args.yaml"))
+    readme = run_dir / "README.md"
+    if readme.is_file() and readme.stat().st_size < 1_000_000:
+        text = readme.read_text(encoding="utf-8", errors="replace")
+        if "axolotl" in text.lower():
+            framework = "axolotl"
+            m = _AXOLOTL_YAML.search(text)
+            if m:
+                config.update(_yaml_text(m.group(1)))
+    return config, framework
+
+
+def _yaml_config(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    return _yaml_text(path.read_text(encoding="utf-8", errors="replace"))
+
+
+def _yaml_text(text: str) -> dict[str, Any]:
+    import yaml  # a transformers dependency; only read when such a file is there
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        log.debug("unreadable yaml config: %s", exc)
+        return {}
+    return normalise(data) if isinstance(data, dict) else {}
+
+
+def _flatten(raw: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def _number(value: Any) -> int | float | None:
+    """An int or float from a number or numeric string (MLflow params are strings)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if not math.isfinite(f):
+        return None
+    return int(f) if f.is_integer() and abs(f) >= 1 else f
