@@ -41,12 +41,20 @@ def is_peft(model: Any) -> bool:
 
 
 def can_mix(model: Any) -> bool:
-    """True when PEFT's mixed batch works: LoRA layers present, none merged, no DoRA."""
+    """True when PEFT's mixed batch works: LoRA layers present, none merged, no DoRA, and every
+    modules_to_save wrapper around a module type PEFT can mix (Linear, Embedding, Conv)."""
+    import torch.nn as nn
     from peft.tuners.lora import LoraLayer
+    from peft.utils.other import AuxiliaryTrainingWrapper
 
     layers = [m for _, m in lora_layers(model)]
     lora = [m for m in layers if isinstance(m, LoraLayer)]
     if not is_peft(model) or not lora or len(lora) != len(layers):
+        return False
+    mixable = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    if any(isinstance(m, AuxiliaryTrainingWrapper)
+           and not isinstance(getattr(m, "original_module", None), mixable)
+           for m in model.modules()):
         return False
     return not any(m.merged or any(m.use_dora.values()) for m in lora)
 
