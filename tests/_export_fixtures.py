@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -32,3 +33,79 @@ def copy_weight(src: Path, dst: Path, key: str) -> Path:
     tensors[key] = donor[key]
     save_file(tensors, str(dst / "model.safetensors"), metadata={"format": "pt"})
     return dst
+
+
+def write_merged_gguf(model_dir: Path, out: Path, qtype: str = "F32") -> Path:
+    """A model folder converted as llama.cpp's convert_hf_to_gguf does (names, q/k permuted)."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file as load_np
+
+    from ftdiag.export.weights import permute
+
+    cfg = json.loads((model_dir / "config.json").read_text())
+    n, heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or heads
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_type("model")
+    writer.add_block_count(n)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv)
+    writer.add_embedding_length(cfg["hidden_size"])
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, n)
+    quant = gguf.GGMLQuantizationType[qtype]
+    for key, value in load_np(str(model_dir / "model.safetensors")).items():
+        name = names.get_name(key, try_suffixes=(".weight", ".bias"))
+        assert name is not None, key
+        data = value.astype(np.float32)
+        if key.endswith(("q_proj.weight", "k_proj.weight")):
+            data = permute(data, heads if "q_proj" in key else kv)
+        if data.ndim == 2 and quant != gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
+        else:
+            writer.add_tensor(name, data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def write_lora_gguf(adapter: Path, base: Path, out: Path, *, alpha: float | None = None,
+                    arch: str = "llama", general_type: str = "adapter",
+                    adapter_type: str = "lora", drop: int = 0, rank_cut: int = 0) -> Path:
+    """A PEFT adapter written in llama.cpp's convert_lora_to_gguf layout (lora_b q/k permuted).
+
+    `alpha` overrides adapter.lora.alpha; `drop` leaves out the last pairs; `rank_cut` keeps
+    fewer rank components. The defaults give a faithful conversion.
+    """
+    import gguf
+
+    from ftdiag.export.lora import read_lora
+    from ftdiag.export.weights import permute
+
+    cfg = json.loads((base / "config.json").read_text())
+    heads = cfg["num_attention_heads"]
+    kv = cfg.get("num_key_value_heads") or heads
+    lora = read_lora(adapter)
+    writer = gguf.GGUFWriter(str(out), arch)
+    writer.add_type(general_type)
+    writer.add_string(gguf.Keys.Adapter.TYPE, adapter_type)
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA,
+                       float(lora.config["lora_alpha"] if alpha is None else alpha))
+    names = gguf.TensorNameMap(gguf.MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+    updates = list(lora.updates.values())
+    for upd in updates[:len(updates) - drop]:
+        name = f"{names.get_name(upd.module)}.weight"
+        a, b = upd.a, upd.b
+        if upd.module.endswith(("q_proj", "k_proj")):
+            b = permute(b, heads if upd.module.endswith("q_proj") else kv)
+        if rank_cut:
+            a, b = a[:-rank_cut], b[:, :-rank_cut]
+        writer.add_tensor(f"{name}.lora_a", a.copy())
+        writer.add_tensor(f"{name}.lora_b", b.copy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

@@ -74,6 +74,7 @@ CODES: dict[str, CodeInfo] = {
         _c("L006", "warn", "L", "too-few-steps", "too few optimizer steps"),
         _c("L007", "fail", "L", "zero-loss", "loss exactly zero"),
         _c("L008", "info", "L", "no-eval", "no eval loss logged"),
+        _c("L009", "fail", "L", "no-lora-gradient", "no LoRA gradient after step 1"),
         _c("D001", "warn", "D", "small-dataset", "few training examples"),
         _c("D002", "fail", "D", "no-trainable-labels", "examples with no trainable labels"),
         _c("D003", "warn", "D", "eos-not-trained", "EOS not among trained labels"),
@@ -82,7 +83,7 @@ CODES: dict[str, CodeInfo] = {
 }
 
 # Codes ftdiag uses before the contract adopts them (next free number in their family).
-ADDED_CODES: frozenset[str] = frozenset()
+ADDED_CODES: frozenset[str] = frozenset({"L009"})
 
 LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data",
           "E": "endpoint", "X": "export"}

@@ -389,6 +389,8 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
                          data.summary, None, Report("train", layers_run=["D"]), checkpoint,
                          grad_check.stats or {})
     result.report.add(*data.checks)
+    if grad_check.check is not None:
+        result.report.add(grad_check.check)  # L009, the same check FtdiagCallback runs
     if main:
         atomic.write_text(out / "trainer_state.json", _state_json(state))
         result.static = static_check(out, base_dir)

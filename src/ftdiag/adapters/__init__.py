@@ -46,7 +46,7 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
             from ftdiag.adapters.consistency import loader_failure
 
             report.add(loader_failure(exc.reason))
-        report.layers_skipped["R"] = f"cannot load the adapter: {exc.reason[:300]}"
+        report.layers_skipped["R"] = f"cannot load the adapter: {exc.reason[:120]}..."
         return report
     except FtdiagError as exc:
         report.layers_skipped["R"] = f"cannot load the base: {exc.message[:300]}"
@@ -75,7 +75,7 @@ def _load(pre: Preflight, model: Any, tokenizer: Any) -> tuple[Any, Any]:
         try:
             model = load_adapter(loaded, pre.adapter_dir)
         except FtdiagError as exc:
-            raise AdapterLoadError(str(exc.__cause__ or exc.message)) from exc
+            raise AdapterLoadError(" ".join(str(exc.__cause__ or exc.message).split())) from exc
     if tokenizer is None:
         from transformers import AutoTokenizer
 

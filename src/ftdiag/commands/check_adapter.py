@@ -25,8 +25,9 @@ def register(app: typer.Typer) -> None:
             False, "--static-only", help="Only read files; do not load the model."),
     ) -> None:
         """Layered checks on a saved LoRA adapter, cheapest first (files, then loaded model)."""
-        from ftdiag.adapters import check_adapter
-        from ftdiag.render.check import print_check_report
+        from ftdiag.adapters.folder import check_folder
+        from ftdiag.render.check import print_folder_check
 
-        report = check_adapter(adapter_dir, base, probe or None, static_only)
-        emit(report, json_out=json_out, strict=strict, render=print_check_report)
+        result = check_folder(adapter_dir, base, probe or None, static_only)
+        emit(result.report, json_out=json_out, strict=strict,
+             render=lambda _rep, console: print_folder_check(result, console))

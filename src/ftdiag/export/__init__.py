@@ -117,10 +117,12 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         details.base = str(base_dir) if base_dir else None
         check, found = check_gguf_lora(path, reader, adapter, base_dir)
         details.gguf_lora = check
-        report.add(*found)
+        report.add(*(Finding(c, "skip", "skipped: applies to merged exports")
+                     for c in ("X001", "X002", "X003")), *found)
     else:
         base_dir = resolve_base(adapter, base)
         details.base = str(base_dir)
+        report.add(Finding("X004", "skip", "skipped: not a LoRA GGUF"))
         export: WeightSource
         if reader is not None:
             details.kind = "merged-gguf"

@@ -1,0 +1,45 @@
+"""check-export on merged GGUF files: llama.cpp names, q/k permutation, quantized weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _export_fixtures import merge_to, write_merged_gguf
+
+from ftdiag.export import check_export
+
+
+def status(report, code: str) -> str:  # type: ignore[no-untyped-def]
+    return next(c.status for c in report.checks if c.code == code)
+
+
+@pytest.fixture(scope="module")
+def merged(tiny_llama: Path, trained_adapter: Path, tmp_path_factory: pytest.TempPathFactory
+           ) -> Path:
+    return merge_to(tiny_llama, trained_adapter, tmp_path_factory.mktemp("m") / "merged")
+
+
+@pytest.mark.parametrize("qtype", ["F32", "F16", "Q8_0"])
+def test_merged_gguf_passes(qtype: str, merged: Path, tiny_llama: Path,
+                            trained_adapter: Path, tmp_path: Path) -> None:
+    gguf_file = write_merged_gguf(merged, tmp_path / f"merged-{qtype}.gguf", qtype)
+    report = check_export(gguf_file, trained_adapter, str(tiny_llama))
+    assert report.details.kind == "merged-gguf"  # type: ignore[attr-defined]
+    assert {status(report, c) for c in ("X001", "X002")} == {"pass"}, report.to_dict()["checks"]
+
+
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0"])
+def test_base_converted_to_gguf_is_x001(qtype: str, tiny_llama: Path, trained_adapter: Path,
+                                        tmp_path: Path) -> None:
+    gguf_file = write_merged_gguf(tiny_llama, tmp_path / f"base-{qtype}.gguf", qtype)
+    assert status(check_export(gguf_file, trained_adapter, str(tiny_llama)), "X001") == "fail"
+
+
+def test_q4_quantization_loses_the_update_x003(merged: Path, tiny_llama: Path,
+                                               trained_adapter: Path, tmp_path: Path) -> None:
+    q4 = write_merged_gguf(merged, tmp_path / "q4.gguf", "Q4_0")
+    f32 = write_merged_gguf(merged, tmp_path / "f32.gguf", "F32")
+    lost = [check_export(f, trained_adapter, str(tiny_llama)).details.totals.lost_share  # type: ignore[attr-defined]
+            for f in (q4, f32)]
+    assert lost[0] > 0.1 > lost[1]
