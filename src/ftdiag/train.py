@@ -24,8 +24,14 @@ from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import config_hash, is_hub_id, pick_device_dtype, resolve_model_dir
-from ftdiag.templates import META_FILE, PromptTemplate, load_template
+from ftdiag.models import (
+    config_hash,
+    is_hub_id,
+    load_tokenizer,
+    pick_device_dtype,
+    resolve_model_dir,
+)
+from ftdiag.templates import META_FILE, PromptTemplate, load_template, read_meta
 
 if TYPE_CHECKING:
     import torch
@@ -291,13 +297,10 @@ def write_final_adapter(trainer: Any, out: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def static_check(out: Path, base_dir: Path) -> Report | None:
-    """Static adapter checks (A001–A010) on the written adapter, when that module is present."""
-    try:
-        from ftdiag.adapters.static import run_static
-    except ImportError:  # pragma: no cover - another engineer's module
-        log.warning("ftdiag.adapters.static is not available: static check skipped")
-        return None
+def static_check(out: Path, base_dir: Path) -> Report:
+    """Static adapter checks (A001–A010) on the written adapter."""
+    from ftdiag.adapters.static import run_static
+
     return run_static(out, base_dir)
 
 
@@ -316,7 +319,7 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     `on_data(summary, checks)` is called (rank 0) once the data is ready, before training;
     `progress(StepInfo)` after every optimizer step.
     """
-    from transformers import AutoTokenizer, PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, Trainer, set_seed
 
     from ftdiag.train_callbacks import (
         GradCheckCallback,
@@ -331,10 +334,7 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     checkpoint = check_out_dir(out, cfg.resume, cfg.force)
     base_dir = resolve_model_dir(cfg.base, cfg.revision)
     device, dtype = pick_device_dtype(cfg.device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    except Exception as exc:
-        raise FtdiagError(f"cannot load a tokenizer from {base_dir}: {exc}") from exc
+    tokenizer = load_tokenizer(base_dir)
     set_training_pad(tokenizer)
     template = resolve_template(cfg)
 
@@ -399,15 +399,14 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
                          data.summary, None, Report("train", layers_run=["D"]), checkpoint,
                          grad_check.stats or {})
     result.report.add(*data.checks)
+    if grad_check.check is not None:
+        result.report.add(grad_check.check)  # L009, the same check FtdiagCallback runs
     if main:
         atomic.write_text(out / "trainer_state.json", _state_json(state))
         result.static = static_check(out, base_dir)
-        if result.static is not None:
-            result.report.add(*result.static.checks)
-            result.report.layers_run.append("S")
-        else:
-            result.report.layers_skipped["S"] = "ftdiag.adapters.static not available"
-        meta = _read_json(out / META_FILE)
+        result.report.add(*result.static.checks)
+        result.report.layers_run.append("S")
+        meta = read_meta(out)
         meta["result"] = result_dict(result)
         atomic.write_json(out / META_FILE, meta)
     result.report.details.update(train=result_dict(result), data=asdict(data.summary))
@@ -429,13 +428,3 @@ def _state_json(state: Any) -> str:
     import json
 
     return json.dumps(asdict(state), indent=2, sort_keys=True, default=str) + "\n"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

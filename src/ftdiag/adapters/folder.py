@@ -63,8 +63,12 @@ def combined_report(sections: list[AdapterSection]) -> Report:
     for s in sections:
         report.add(*(replace(c, message=f"[{s.name}] {c.message}") for c in s.report.checks))
         report.layers_run += [x for x in s.report.layers_run if x not in report.layers_run]
-        report.layers_skipped.update({k: f"[{s.name}] {v}"
-                                      for k, v in s.report.layers_skipped.items()})
+    for layer in sorted({k for s in sections for k in s.report.layers_skipped}):
+        why = {s.name: s.report.layers_skipped[layer] for s in sections
+               if layer in s.report.layers_skipped}
+        report.layers_skipped[layer] = (next(iter(why.values())) if len(set(why.values())) == 1
+                                        and len(why) == len(sections) else
+                                        "; ".join(f"[{n}] {w}" for n, w in why.items()))
     report.details["adapters"] = [{"name": s.name, "path": str(s.path),
                                    "verdict": s.report.verdict} for s in sections]
     report.details["sections"] = {s.name: s.report.details for s in sections}

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("check-adapter")
     @handle_errors
     def check_adapter_cmd(
@@ -31,7 +31,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Layered checks on a saved LoRA adapter, cheapest first (files, then loaded model)."""
         from ftdiag.adapters.folder import check_folder
-        from ftdiag.commands._common import emit
         from ftdiag.render.check import print_folder_check
 
         result = check_folder(adapter_dir, base, probe or None, static_only,

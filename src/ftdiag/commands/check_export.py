@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors, write_reports
+
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("check-export")
     @handle_errors
     def check_export_cmd(
@@ -32,11 +32,10 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     ) -> None:
         """Check an export against the adapter and base: X001-X005, no model loaded."""
-        from ftdiag.commands._common import emit
         from ftdiag.export import check_export
-        from ftdiag.render.export import print_export, write_export_reports
+        from ftdiag.render.export import print_export, to_html, to_junit, to_markdown
 
         report = check_export(path, adapter, base, modelfile, revision=revision,
                               adapter_revision=adapter_revision)
-        write_export_reports(report, markdown=markdown, html=html, junit=junit)
+        write_reports(report, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(report, json_out=json_out, strict=strict, render=print_export)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("merge")
     @handle_errors
     def merge(
@@ -25,9 +25,8 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     ) -> None:
         """Merge the adapter into the base in fp32 and check merged ≡ base+adapter (B002)."""
-        from ftdiag.commands._common import emit
         from ftdiag.merge import merge_adapter
-        from ftdiag.render.ab import print_merge
+        from ftdiag.render.merge import print_merge
         from ftdiag.render.progress import stage_progress
 
         with stage_progress(enabled=not json_out) as (stage, _progress):

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -20,8 +22,6 @@ def _targets(value: str | None) -> list[str] | None:
 
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("train")
     @handle_errors
     def train_cmd(
@@ -62,7 +62,6 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     ) -> None:
         """Fine-tune a causal LM with LoRA on title → description data and check the result."""
-        from ftdiag.commands._common import emit
         from ftdiag.errors import FtdiagError
         from ftdiag.render.console import err
         from ftdiag.render.console import out as stdout
