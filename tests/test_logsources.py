@@ -36,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import wandb
 from _loss_helpers import train_tiny
-train_tiny(Path({out!r}), report_to=["wandb", "mlflow"])
+train_tiny(Path({out!r}), report_to=["wandb", "mlflow"], lora_r=8, lr=1e-2)
 wandb.finish()
 # a second, hand-logged run in the same wandb/ dir: no step metric, W&B counts _step from 0
 run = wandb.init(project="ftdiag-test", config={{"lr": 1e-4, "lora_r": 4, "alpha": 8}})
@@ -48,7 +48,7 @@ run.finish()
 
 @pytest.fixture(scope="module")
 def hf_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real Trainer run (40 steps, eval every 10) reported to W&B (offline) and MLflow."""
+    """A real LoRA Trainer run (40 steps, eval every 10) reported to W&B (offline) and MLflow."""
     root = tmp_path_factory.mktemp("hf")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "WANDB_SILENT": "true",
            "WANDB_CONSOLE": "off", "WANDB_PROJECT": "ftdiag-test", "PYTHONPATH": str(SRC),
@@ -90,13 +90,14 @@ def test_wandb_run_folder_matches_the_trainer_state(hf_runs: Path) -> None:
     assert [v for _, v in log.train] == pytest.approx([v for _, v in state.train], rel=1e-6)
     assert [s for s, _ in log.eval] == [10, 20, 30, 40]
     assert len(log.learning_rate) == len(log.grad_norm) == 40
-    assert log.config["learning_rate"] == pytest.approx(1e-3) and log.max_steps == 40
+    assert log.config["learning_rate"] == pytest.approx(1e-2) and log.max_steps == 40
+    assert (log.config["lora_r"], log.config["lora_alpha"]) == (8, 16)  # from peft_config
 
 
 def test_wandb_report_shows_config_and_steps_from_1(hf_runs: Path) -> None:
     code, out, _ = cli(str(_wandb_runs(hf_runs)[0]), "--no-plot", "--min-steps", "40")
     assert code == 0, out
-    assert "(wandb)" in out and "lr 0.001" in out and "max_steps 40" in out
+    assert "(wandb)" in out and "lr 0.01, max_steps 40, LoRA r 8 alpha 16" in out
     assert "(steps 1–4)" in out  # the first tenth of 40 records, numbered as logged
 
 
@@ -141,7 +142,7 @@ def test_mlflow_sqlite_run_matches_the_trainer_state(hf_runs: Path) -> None:
     assert [s for s, _ in log.train] == list(range(1, 41))
     assert [v for _, v in log.train] == pytest.approx([v for _, v in state.train], rel=1e-6)
     assert [s for s, _ in log.eval] == [10, 20, 30, 40] and len(log.grad_norm) == 40
-    assert log.config["learning_rate"] == pytest.approx(1e-3) and log.max_steps == 40
+    assert log.config["learning_rate"] == pytest.approx(1e-2) and log.max_steps == 40
 
 
 def test_mlflow_cli_with_sqlite_uri(hf_runs: Path) -> None:

@@ -21,7 +21,7 @@ from ftdiag.errors import FtdiagError
 from ftdiag.logsources.runconfig import normalise
 from ftdiag.losslog import LossLog, from_records
 
-HINT_INSTALL = "pip install 'ftdiag[wandb]'  (or pip install 'wandb>=0.31')"
+HINT_INSTALL = "pip install 'ftdiag[wandb]', or pip install 'wandb>=0.31'"
 # series -> W&B keys, first found wins: transformers' WandbCallback logs "train/loss", ...
 KEYS = {"loss": ("train/loss", "loss", "train_loss"), "eval_loss": ("eval/loss", "eval_loss",
         "val_loss", "val/loss"), "grad_norm": ("train/grad_norm", "grad_norm"),
