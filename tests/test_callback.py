@@ -28,7 +28,7 @@ def _lora_model(base: Path) -> Any:
 
 
 def _sft(base: Path, out: Path, callback: FtdiagCallback, model: Any = None,
-         steps: int = 4) -> Any:
+         steps: int = 4, **config: Any) -> Any:
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -36,8 +36,8 @@ def _sft(base: Path, out: Path, callback: FtdiagCallback, model: Any = None,
     rows = [{"prompt": TEMPLATE.format(title=r["title"]), "completion": r["content"]}
             for r in toy_records(32)]
     args = SFTConfig(output_dir=str(out), max_steps=steps, per_device_train_batch_size=4,
-                     learning_rate=5e-3, save_steps=2, logging_steps=1, use_cpu=True,
-                     report_to="none", disable_tqdm=True, max_length=64, seed=0)
+                     learning_rate=5e-3, logging_steps=1, use_cpu=True, report_to="none",
+                     disable_tqdm=True, max_length=64, seed=0, **{"save_steps": 2, **config})
     return SFTTrainer(model=model or _lora_model(base), args=args,
                       train_dataset=Dataset.from_list(rows),
                       processing_class=AutoTokenizer.from_pretrained(str(base)),
@@ -201,3 +201,14 @@ def test_all_labels_masked_stop_at_step_1_with_d002(tiny_llama: Path, tmp_path: 
     assert {c.code for c in err.value.checks} == {"L009", "D002"}
     d002 = next(f for f in _meta(out)["findings"] if f["code"] == "D002")
     assert d002["severity"] == "fail" and d002["evidence"]["no_labels"] == 4
+
+
+def test_a_checkpoint_saved_before_the_lr_left_zero_is_not_called_untrained(
+        tiny_llama: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    # linear warmup: step 1 runs at lr 0, so checkpoint-1 holds lora_B == 0 by construction
+    _sft(tiny_llama, out, _quiet(), steps=2, warmup_steps=2, save_steps=1).train()
+    meta = _meta(out)
+    assert meta["verdict"] != "fail", meta["findings"]
+    assert set(meta["checkpoints"]) == {"checkpoint-2"}
+    assert _status(meta, "A003") == "pass"

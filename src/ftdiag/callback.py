@@ -68,6 +68,7 @@ class FtdiagCallback(TrainerCallback):
         self._eos_id: int | None = None
         self._tokenizer: Any = None
         self._grads_done = self._data_done = False
+        self._lr_moved = False  # an optimizer step with lr > 0 happened (warmup starts at 0)
         self._no_labels_seen = False
         self._main = True
         self._out: Path | None = None
@@ -88,7 +89,11 @@ class FtdiagCallback(TrainerCallback):
         self._write()
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
-                              control: TrainerControl, model: Any = None, **kw: Any) -> None:
+                              control: TrainerControl, model: Any = None, optimizer: Any = None,
+                              **kw: Any) -> None:
+        if not self._lr_moved:
+            groups = getattr(optimizer, "param_groups", None)
+            self._lr_moved = groups is None or any(g.get("lr", 1.0) > 0 for g in groups)
         if self._grads_done or model is None:
             return
         self._grads_done = True
@@ -113,6 +118,10 @@ class FtdiagCallback(TrainerCallback):
             return
         ckpt = self._out / f"checkpoint-{state.global_step}"
         if not (ckpt / "adapter_config.json").is_file():
+            return
+        if not self._lr_moved:  # lora_B is still zero by construction: A003 would be wrong
+            self._record([Finding("A003", "skip", "no optimizer step with lr > 0 yet (warmup "
+                                  "starts at 0): static check skipped")], ckpt.name)
             return
         from ftdiag.adapters.static import run_static
 

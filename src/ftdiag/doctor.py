@@ -212,7 +212,8 @@ def judge_criteria(result: DoctorResult) -> list[Criterion]:
     lost = _codes(loss) & {"L001", "L002", "L004", "L007"}
     rel = d.get("relative_decrease")
     start, end = d.get("start_loss", float("nan")), d.get("end_loss", float("nan"))
-    evidence = (f"loss {start:.3f} → {end:.3f} ({rel:+.0%} decrease)"
+    evidence = (f"loss {start:.3f} → {end:.3f} ({abs(rel):.0%} "
+                f"{'decrease' if rel >= 0 else 'increase'})"
                 if isinstance(rel, float) else "no loss figures")
     crit.append(Criterion("loss decreased during training",
                           not lost and isinstance(rel, float) and rel > 0,

@@ -68,13 +68,21 @@ def pick_device_dtype(device: str | None = None) -> tuple[str, torch.dtype]:
 
 def _convert_gguf(gguf: Path, out: Path) -> None:
     """Dequantize a GGUF checkpoint into an fp32 HF folder (model + tokenizer)."""
+    from functools import partial
+    from unittest import mock
+
     import torch
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     log.info("converting %s to %s (once)", gguf, out)
-    quantized = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
+    # transformers draws "Converting and de-quantizing GGUF tensors" with tqdm.auto directly,
+    # past its own disable_progress_bar(): silence that bar (the caller shows its own stage).
+    with mock.patch.object(gguf_utils, "tqdm", partial(tqdm, disable=True)):
+        quantized = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     config = quantized.config
     if hasattr(config, "quantization_config"):

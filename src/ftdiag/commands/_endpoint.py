@@ -12,6 +12,7 @@ from ftdiag.records import Record
 def run_endpoint(*, url: str, served_base: str | None, served_adapter: str | None,
                  adapter: Path | None, base: str | None, records: list[Record],
                  template: Path | None, chat_template: bool, chat: bool, request_extra: str | None,
+                 base_request_extra: str | None,
                  api_key: str | None, concurrency: int, timeout: float, max_new_tokens: int,
                  batch_size: int, seed: int, max_identical: float | None, show: int,
                  json_out: bool, markdown: Path | None, html: Path | None, junit: Path | None,
@@ -30,7 +31,10 @@ def run_endpoint(*, url: str, served_base: str | None, served_adapter: str | Non
     tpl = (load_template(template, chat_template or (chat and template is None))
            if template or chat_template or chat else None)
     cfg = EndpointConfig(url=url, api_key=api_key, chat=chat,
-                         request_extra=parse_extra(request_extra), max_tokens=max_new_tokens,
+                         request_extra=parse_extra(request_extra, "--request-extra"),
+                         base_request_extra=parse_extra(base_request_extra,
+                                                        "--base-request-extra"),
+                         max_tokens=max_new_tokens,
                          seed=seed, concurrency=concurrency, timeout=timeout)
     spec = EndpointSpec(cfg, served_base, served_adapter, adapter_dir=adapter, base=base,
                         template=tpl, batch_size=batch_size, max_identical=max_identical)

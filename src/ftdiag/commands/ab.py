@@ -55,7 +55,10 @@ def register(app: typer.Typer) -> None:
         chat: bool = typer.Option(False, "--chat", help="Use /v1/chat/completions (the "
                                   "server's chat template) instead of /v1/completions."),
         request_extra: str | None = typer.Option(
-            None, "--request-extra", help="JSON fields added to each request (lora, adapter_id)."),
+            None, "--request-extra", help="JSON fields added to the adapter's requests "
+            "(llama-server lora, TGI adapter_id)."),
+        base_request_extra: str | None = typer.Option(
+            None, "--base-request-extra", help="JSON fields added to the base's requests."),
         api_key: str | None = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY",
                                            help="API key (default: $OPENAI_API_KEY)."),
         concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
@@ -76,6 +79,7 @@ def register(app: typer.Typer) -> None:
                 url=endpoint, served_base=served_base, served_adapter=served_adapter,
                 adapter=adapter, base=base, records=records, template=template,
                 chat_template=chat_template, chat=chat, request_extra=request_extra,
+                base_request_extra=base_request_extra,
                 api_key=api_key, concurrency=concurrency, timeout=timeout,
                 max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                 max_identical=max_identical, show=show, json_out=json_out, markdown=markdown,

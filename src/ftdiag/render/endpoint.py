@@ -8,7 +8,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.endpoint.compare import SERVED_ADAPTER, SERVED_BASE, EndpointResult, EndpointRow
+from ftdiag.endpoint.compare import (
+    SERVED_ADAPTER,
+    SERVED_BASE,
+    EndpointResult,
+    EndpointRow,
+    EndpointSummary,
+)
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
 from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
@@ -56,21 +62,25 @@ def outputs_table(result: EndpointResult, show: int | None) -> Table:
         label, style = verdict_of_row(row)
         table.add_row(str(i), row.title, *(_clip(row.outputs[a]) for a in arms),
                       Text(label, style=style))
-    s = result.summary
-    if s is not None:
-        table.caption = (f"{s.route} at {s.url}; served base = '{s.served_base}', served "
-                         f"adapter = '{s.served_adapter}'; identical served pair: "
-                         f"{s.served_identical}/{s.n}")
+    if result.summary is not None:
+        table.caption = summary_line(result.summary)
     return table
+
+
+def summary_line(s: EndpointSummary) -> str:
+    return (f"{s.route} at {s.url}; served base = '{s.served_base}', served adapter = "
+            f"'{s.served_adapter}'; identical served pair: {s.served_identical}/{s.n}")
 
 
 def print_endpoint(result: EndpointResult, console: Console, show: int | None = None) -> None:
     """Everything a person reads after `ftdiag ab-test --endpoint`."""
-    if result.rows:
+    if result.rows and show != 0:
         console.print(outputs_table(result, show))
-        if show is not None and len(result.rows) > show:
-            console.print(Text(f"… {len(result.rows) - show} more titles (--show N, --html FILE)",
-                               style="dim"))
+    elif result.summary is not None:
+        console.print(Text(summary_line(result.summary), style="dim"))
+    if result.rows and show is not None and len(result.rows) > show:
+        console.print(Text(f"… {len(result.rows) - show} more titles (--show N, --html FILE)",
+                           style="dim"))
     table = findings_table(result.report)
     if table is not None:
         console.print(table)

@@ -90,10 +90,10 @@ def config_text(config: dict[str, Any]) -> str:
     parts = []
     if "learning_rate" in config:
         parts.append(f"lr {config['learning_rate']:.3g}")
-    if "num_train_epochs" in config:
-        parts.append(f"{config['num_train_epochs']:g} epochs")
-    if "max_steps" in config:
+    if "max_steps" in config:  # the Trainer's max_steps overrides num_train_epochs
         parts.append(f"max_steps {config['max_steps']}")
+    elif "num_train_epochs" in config:
+        parts.append(f"{config['num_train_epochs']:g} epochs")
     lora = [f"{k} {config[key]:g}" for k, key in (("r", "lora_r"), ("alpha", "lora_alpha"))
             if key in config]
     if lora:
