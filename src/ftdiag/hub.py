@@ -69,7 +69,8 @@ def offline() -> bool:
     """HF_HUB_OFFLINE (or TRANSFORMERS_OFFLINE) as huggingface_hub read it."""
     from huggingface_hub import constants
 
-    return bool(constants.is_offline_mode())
+    check = getattr(constants, "is_offline_mode", None)  # huggingface_hub >= 1.x
+    return bool(check() if check else constants.HF_HUB_OFFLINE)
 
 
 def cache_root() -> str:
