@@ -82,8 +82,11 @@ def write_run(directory: Path, kind: str = "healthy", n: int = 200, eval_kind: s
 
 
 def train_tiny(out: Path, *, steps: int = 40, report_to: list[str] | None = None,
-               lr: float = 1e-3) -> Path:
-    """Train the tiny Llama with transformers' Trainer (fp32, CPU); logs every step."""
+               lr: float = 1e-3, lora_r: int = 0) -> Path:
+    """Train the tiny Llama with transformers' Trainer (fp32, CPU); logs every step.
+
+    lora_r > 0 trains a LoRA adapter (alpha = 2r, q/v projections) instead of the whole model.
+    """
     import torch
     from transformers import Trainer, TrainingArguments
 
@@ -91,6 +94,12 @@ def train_tiny(out: Path, *, steps: int = 40, report_to: list[str] | None = None
 
     tok = tiny.build_tokenizer()
     model = tiny.build_model("llama", vocab_size=len(tok))
+    if lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=lora_r, lora_alpha=2 * lora_r,
+                                                 target_modules=["q_proj", "v_proj"],
+                                                 task_type="CAUSAL_LM"))
     enc = [tok(t + tok.eos_token)["input_ids"] for t in tiny.TOY_TEXTS]
     data = [{"input_ids": torch.tensor(ids), "labels": torch.tensor(ids)} for ids in enc] * 4
     args = TrainingArguments(

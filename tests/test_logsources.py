@@ -7,6 +7,7 @@ and axolotl folders follow their documented layouts.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,8 +24,8 @@ from ftdiag.errors import FtdiagError
 from ftdiag.logs import read_loss_log
 from ftdiag.render.loss import config_text
 
-pytest.importorskip("wandb")
-pytest.importorskip("mlflow")
+if importlib.util.find_spec("wandb") is None or importlib.util.find_spec("mlflow") is None:
+    pytest.skip("needs the wandb and mlflow extras (make install)", allow_module_level=True)
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
@@ -36,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, {tests!r})
 import wandb
 from _loss_helpers import train_tiny
-train_tiny(Path({out!r}), report_to=["wandb", "mlflow"])
+train_tiny(Path({out!r}), report_to=["wandb", "mlflow"], lora_r=8, lr=1e-2)
 wandb.finish()
 # a second, hand-logged run in the same wandb/ dir: no step metric, W&B counts _step from 0
 run = wandb.init(project="ftdiag-test", config={{"lr": 1e-4, "lora_r": 4, "alpha": 8}})
@@ -48,7 +49,7 @@ run.finish()
 
 @pytest.fixture(scope="module")
 def hf_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real Trainer run (40 steps, eval every 10) reported to W&B (offline) and MLflow."""
+    """A real LoRA Trainer run (40 steps, eval every 10) reported to W&B (offline) and MLflow."""
     root = tmp_path_factory.mktemp("hf")
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(root), "WANDB_SILENT": "true",
            "WANDB_CONSOLE": "off", "WANDB_PROJECT": "ftdiag-test", "PYTHONPATH": str(SRC),
@@ -90,13 +91,14 @@ def test_wandb_run_folder_matches_the_trainer_state(hf_runs: Path) -> None:
     assert [v for _, v in log.train] == pytest.approx([v for _, v in state.train], rel=1e-6)
     assert [s for s, _ in log.eval] == [10, 20, 30, 40]
     assert len(log.learning_rate) == len(log.grad_norm) == 40
-    assert log.config["learning_rate"] == pytest.approx(1e-3) and log.max_steps == 40
+    assert log.config["learning_rate"] == pytest.approx(1e-2) and log.max_steps == 40
+    assert (log.config["lora_r"], log.config["lora_alpha"]) == (8, 16)  # from peft_config
 
 
 def test_wandb_report_shows_config_and_steps_from_1(hf_runs: Path) -> None:
     code, out, _ = cli(str(_wandb_runs(hf_runs)[0]), "--no-plot", "--min-steps", "40")
     assert code == 0, out
-    assert "(wandb)" in out and "lr 0.001" in out and "max_steps 40" in out
+    assert "(wandb)" in out and "lr 0.01, max_steps 40, LoRA r 8 alpha 16" in out
     assert "(steps 1–4)" in out  # the first tenth of 40 records, numbered as logged
 
 
@@ -118,8 +120,6 @@ def test_wandb_read_does_not_import_wandb(hf_runs: Path) -> None:
 
 
 def test_wandb_missing_names_the_extra(hf_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "wandb" else real(name, *a))
@@ -141,7 +141,7 @@ def test_mlflow_sqlite_run_matches_the_trainer_state(hf_runs: Path) -> None:
     assert [s for s, _ in log.train] == list(range(1, 41))
     assert [v for _, v in log.train] == pytest.approx([v for _, v in state.train], rel=1e-6)
     assert [s for s, _ in log.eval] == [10, 20, 30, 40] and len(log.grad_norm) == 40
-    assert log.config["learning_rate"] == pytest.approx(1e-3) and log.max_steps == 40
+    assert log.config["learning_rate"] == pytest.approx(1e-2) and log.max_steps == 40
 
 
 def test_mlflow_cli_with_sqlite_uri(hf_runs: Path) -> None:
@@ -282,3 +282,14 @@ def test_plain_sources_do_not_import_wandb_or_mlflow(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_config_names_are_normalised_without_taking_a_model_configs_alpha() -> None:
+    from ftdiag.logsources.runconfig import normalise
+
+    wandb_like = {"learning_rate": 1e-3, "max_steps": -1, "rope_scaling": {"alpha": 4.0},
+                  "peft_config": {"default": {"r": 8, "lora_alpha": 16}}}
+    assert normalise(wandb_like) == {"learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16}
+    mlflow_params = {"lr": "2e-4", "r": "16", "alpha": "32", "num_train_epochs": "3.0"}
+    assert normalise(mlflow_params) == {"learning_rate": 2e-4, "num_train_epochs": 3,
+                                        "lora_r": 16, "lora_alpha": 32}

@@ -107,5 +107,5 @@ def test_json_output(data: Path, tmp_path: Path, tiny_llama: Path) -> None:
     doc = json.loads(r.stdout)
     assert doc["command"] == "train" and doc["details"]["train"]["steps"] == 2
     assert doc["details"]["data"]["train_size"] + doc["details"]["data"]["eval_size"] == 30
-    assert {"D001", "D002", "D003", "D004", "A003"} <= {c["code"] for c in doc["checks"]}
+    assert {"D001", "D002", "D003", "D004", "A003", "L009"} <= {c["code"] for c in doc["checks"]}
     assert r.exit_code == (1 if doc["verdict"] == "fail" else 0)

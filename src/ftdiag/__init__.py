@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__all__ = ["Finding", "FtdiagCallback", "FtdiagError", "Report", "__version__", "audit_model",
+           "check_adapter"]
 
-__all__ = ["Finding", "FtdiagError", "Report", "__version__", "audit_model", "check_adapter"]
-
+from ftdiag._version import __version__
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report
 
@@ -24,3 +24,12 @@ def audit_model(*args: Any, **kwargs: Any) -> Report:
     from ftdiag.adapters.runtime import audit_model as _audit
 
     return _audit(*args, **kwargs)
+
+
+def __getattr__(name: str) -> Any:
+    """`from ftdiag import FtdiagCallback` imports transformers only when asked for."""
+    if name in ("FtdiagCallback", "FtdiagCheckError"):
+        from ftdiag import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module 'ftdiag' has no attribute {name!r}")

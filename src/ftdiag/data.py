@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, finding, passed
@@ -217,26 +217,15 @@ def data_checks(train: list[Example], evals: list[Example], summary: DataSummary
         checks.append(passed("D001", f"{len(train)} training examples ({why})", train=len(train)))
     empty = sum(1 for ex in train if ex.n_trained == 0) + summary.dropped["truncated"]
     total = len(train) + summary.dropped["truncated"]
-    if total and empty == total:
-        checks.append(finding("D002", f"all {total} examples have no trainable description token"
-                              f" at max_length {_max_len(train)}",
-                              hint="raise --max-length or shorten the prompt template",
-                              examples=total, no_labels=empty))
-    elif empty:
-        checks.append(finding("D002", f"{empty} of {total} examples had no trainable description"
-                              " token (truncated away) and were dropped", status="warn",
-                              hint="raise --max-length to keep them", no_labels=empty))
-    else:
-        checks.append(passed("D002", "every example has trainable description tokens"))
+    checks.append(labels_check(
+        total, empty, f" at max_length {_max_len(train)}",
+        hint="raise --max-length or shorten the prompt template",
+        hint_some="truncated away and dropped: raise --max-length to keep them"))
     eos_trained = sum(1 for ex in train if eos_id in [t for t in ex.labels if t != IGNORE])
     summary.eos_cut = len(train) - eos_trained
-    if train and eos_trained == 0:
-        checks.append(finding("D003", f"EOS (id {eos_id}) is not among the trained label tokens",
-                              hint="raise --max-length so descriptions end inside the window",
-                              eos_id=eos_id, eos_cut=summary.eos_cut))
-    else:
-        checks.append(passed("D003", f"EOS trained in {eos_trained} of {len(train)} examples",
-                             eos_id=eos_id, eos_cut=summary.eos_cut))
+    checks.append(eos_check(len(train), eos_trained, eos_id,
+                            hint="raise --max-length so descriptions end inside the window",
+                            eos_cut=summary.eos_cut))
     train_titles = {norm_title(ex.title) for ex in train}
     leaked = sorted({ex.title for ex in evals if norm_title(ex.title) in train_titles})
     if leaked:
@@ -245,6 +234,29 @@ def data_checks(train: list[Example], evals: list[Example], summary: DataSummary
     else:
         checks.append(passed("D004", f"no eval title appears in train ({len(evals)} eval)"))
     return checks
+
+
+def labels_check(total: int, empty: int, where: str = "", *, hint: str = "",
+                 hint_some: str = "", **evidence: Any) -> Finding:
+    """D002 from counts: fail when no example has a trainable label token, warn when some."""
+    if total and empty == total:
+        return finding("D002", f"all {total} examples have no trainable label token{where}",
+                       hint=hint, examples=total, no_labels=empty, **evidence)
+    if empty:
+        return finding("D002", f"{empty} of {total} examples have no trainable label token"
+                       f"{where}", status="warn", hint=hint_some or hint, examples=total,
+                       no_labels=empty, **evidence)
+    return passed("D002", f"every example has trainable label tokens{where}", examples=total)
+
+
+def eos_check(examples: int, eos_trained: int, eos_id: int, *, hint: str,
+              **evidence: Any) -> Finding:
+    """D003 from counts: warn when EOS is a trained label token in none of the examples."""
+    if examples and eos_trained == 0:
+        return finding("D003", f"EOS (id {eos_id}) is not among the trained label tokens",
+                       hint=hint, eos_id=eos_id, examples=examples, **evidence)
+    return passed("D003", f"EOS trained in {eos_trained} of {examples} examples",
+                  eos_id=eos_id, **evidence)
 
 
 def _max_len(train: list[Example]) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ftdiag._version import __version__
+
 Status = Literal["pass", "info", "warn", "fail", "skip"]
 
 
@@ -72,6 +74,7 @@ CODES: dict[str, CodeInfo] = {
         _c("L006", "warn", "L", "too-few-steps", "too few optimizer steps"),
         _c("L007", "fail", "L", "zero-loss", "loss exactly zero"),
         _c("L008", "info", "L", "no-eval", "no eval loss logged"),
+        _c("L009", "fail", "L", "no-lora-gradient", "no LoRA gradient after step 1"),
         _c("D001", "warn", "D", "small-dataset", "few training examples"),
         _c("D002", "fail", "D", "no-trainable-labels", "examples with no trainable labels"),
         _c("D003", "warn", "D", "eos-not-trained", "EOS not among trained labels"),
@@ -80,7 +83,7 @@ CODES: dict[str, CodeInfo] = {
 }
 
 # Codes ftdiag uses before the contract adopts them (next free number in their family).
-ADDED_CODES: frozenset[str] = frozenset()
+ADDED_CODES: frozenset[str] = frozenset({"L009"})
 
 LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data",
           "E": "endpoint", "X": "export"}
@@ -176,8 +179,6 @@ class Report:
         return 1 if v == "fail" or (strict and v == "warn") else 0
 
     def to_dict(self) -> dict[str, Any]:
-        from ftdiag import __version__
-
         return {
             "tool": "ftdiag",
             "version": __version__,

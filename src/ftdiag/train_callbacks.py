@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding
+from ftdiag.train_checks import gradient_check, lora_grad_stats
 
 
 @dataclass
@@ -75,48 +76,22 @@ class NoLoraGradientError(FtdiagError):
     """Raised after the first backward pass when no LoRA parameter received a gradient."""
 
 
-def lora_grad_stats(model: Any) -> dict[str, Any]:
-    """How many LoRA tensors got a non-zero, finite gradient, and the total gradient norm."""
-    total, nonzero, sq = 0, 0, 0.0
-    finite = True
-    for name, p in model.named_parameters():
-        if not p.requires_grad or "lora_" not in name:
-            continue
-        total += 1
-        if p.grad is None:
-            continue
-        norm = float(p.grad.detach().float().norm())
-        if not math.isfinite(norm):
-            finite = False
-        elif norm > 0:
-            nonzero += 1
-            sq += norm * norm
-    return {"lora_tensors": total, "nonzero": nonzero, "norm": math.sqrt(sq), "finite": finite}
-
-
 class GradCheckCallback(TrainerCallback):
-    """Fail fast when, after step 1, no LoRA parameter has a non-zero gradient."""
+    """Fail fast when, after step 1, no LoRA parameter has a non-zero gradient (L009)."""
 
     def __init__(self) -> None:
         self.stats: dict[str, Any] | None = None
+        self.check: Finding | None = None
 
     def on_pre_optimizer_step(self, args: TrainingArguments, state: TrainerState,
                               control: TrainerControl, model: Any = None, **kw: Any) -> None:
         if self.stats is not None or model is None:
             return
-        self.stats = stats = lora_grad_stats(model)
-        if stats["lora_tensors"] == 0:
-            raise NoLoraGradientError("the model has no trainable LoRA parameters",
-                                      hint="check --target-modules against the model's modules")
-        if not stats["finite"]:
-            raise NoLoraGradientError("LoRA gradients are NaN/Inf after the first step",
-                                      hint="lower --lr, check the data and dtype")
-        if stats["nonzero"] == 0:
-            raise NoLoraGradientError(
-                f"after step 1 none of the {stats['lora_tensors']} LoRA tensors received a "
-                "non-zero gradient: training would not change the model",
-                hint="check --lora-dropout < 1, --target-modules, and that gradient "
-                     "checkpointing has input grads enabled")
+        stats = lora_grad_stats(model)
+        self.stats = asdict(stats)
+        self.check = check = gradient_check(stats)
+        if check.status == "fail":
+            raise NoLoraGradientError(check.message, hint=check.hint)
 
 
 class InterruptCallback(TrainerCallback):

@@ -46,11 +46,12 @@ def base_identity(config: dict[str, Any], base_dir: Path, adapter_dir: str | Pat
     evidence = {"recorded": name, "given": str(base_dir), "recorded_fingerprint": recorded_fp,
                 "given_fingerprint": given_fp, "differs": differs}
     if "weights" in differs or (differs and not (recorded_fp and given_fp)):
-        what = " and ".join(differs)
-        fps = f" (weights {recorded_fp} vs {given_fp})" if "weights" in differs else \
-            " (weights not compared: no safetensors fingerprint on one side)"
+        what = " and ".join(differs) + (" differ" if len(differs) > 1 else " differs")
+        fps = (f" (weights {recorded_fp} vs {given_fp})" if "weights" in differs else
+               " (weights not compared: no fingerprint of the recorded base)" if not recorded_fp
+               else " (weights not compared: the base given has no safetensors)")
         return finding("A008", f"the adapter was trained on {name or 'a recorded base'!s}, but "
-                               f"the base given is {base_dir}: {what} differ{fps}",
+                               f"the base given is {base_dir}: {what}{fps}",
                        status="warn", hint=HINT, **evidence)
     if recorded_fp and given_fp:
         also = f"; name differs ({name!r}), weights equal" if differs else ""

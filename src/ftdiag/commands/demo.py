@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("demo")
     @handle_errors
     def demo(
@@ -19,7 +19,6 @@ def register(app: typer.Typer) -> None:
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
     ) -> None:
         """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
-        from ftdiag.commands._common import emit
         from ftdiag.demo import run_demo
         from ftdiag.render.demo import print_demo
         from ftdiag.render.progress import stage_progress

@@ -15,10 +15,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ftdiag.errors import FtdiagError
-from ftdiag.logs import LossLog, _from_records
 from ftdiag.logsources.runconfig import normalise
+from ftdiag.losslog import LossLog, from_records
 
-HINT_INSTALL = "pip install 'ftdiag[mlflow]'  (or pip install mlflow)"
+HINT_INSTALL = "pip install 'ftdiag[mlflow]', or pip install mlflow"
 KEYS = {"loss": ("loss", "train/loss", "train_loss"),
         "eval_loss": ("eval_loss", "eval/loss", "val_loss"),
         "grad_norm": ("grad_norm", "train/grad_norm"),
@@ -86,13 +86,13 @@ def read_mlflow_run(uri: str, run_id: str, *, loss_col: str = "loss",
     except MlflowException as exc:
         if "Failed to establish" in str(exc) or "Max retries exceeded" in str(exc):
             raise FtdiagError(f"cannot reach the MLflow tracking server at {uri}",
-                              "is it running? (mlflow server ...)") from None
+                              "is it running? e.g. mlflow server --port 5000") from None
         raise FtdiagError(f"MLflow {uri}, run {run_id}: {_first_line(exc)}",
-                          "check --mlflow-uri and --run-id (mlflow ui lists the runs)") from None
+                          "check --mlflow-uri and --run-id; mlflow ui lists the runs") from None
     except OSError as exc:
         raise FtdiagError(f"MLflow {uri}: {_first_line(exc)}") from None
     records.sort(key=lambda r: r[0])  # by time: the latest write of a step wins
-    out = _from_records(f"{uri}#{run_id}", "mlflow", [r for _, r in records], "step", "loss",
+    out = from_records(f"{uri}#{run_id}", "mlflow", [r for _, r in records], "step", "loss",
                         "eval_loss")
     out.label = run.info.run_name or run_id[:8]
     out.config = normalise(run.data.params)

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ftdiag.adapters.folder import FolderCheck
 from ftdiag.findings import Report
 from ftdiag.render.findings import checks_table, verdict_text
 
@@ -96,3 +97,18 @@ def print_check_report(report: Report, console: Console) -> None:
     if runtime is not None:
         console.print(runtime)
     console.print(verdict_text(report))
+
+
+def print_folder_check(result: FolderCheck, console: Console) -> None:
+    """One section per adapter in the folder, then the verdict over all of them."""
+    if len(result.sections) == 1:
+        print_check_report(result.report, console)
+        return
+    names = ", ".join(repr(s.name) for s in result.sections)
+    console.print(Text(f"{len(result.sections)} adapters in this folder: {names}", style="bold"))
+    for section in result.sections:
+        console.rule(Text(f"adapter {section.name!r} ({section.path})"), align="left")
+        print_check_report(section.report, console)
+    console.rule()
+    console.print(Text(f"over {len(result.sections)} adapters:", style="bold"))
+    console.print(verdict_text(result.report))
