@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -18,8 +20,6 @@ SERVE_TITLES, SERVE_TOKENS = 3, 32  # the served check at ~4 tokens/s on a small
 
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("demo")
     @handle_errors
     def demo(
@@ -31,7 +31,6 @@ def register(app: typer.Typer) -> None:
                                    "`transformers serve` and check it (ab-test --endpoint)."),
     ) -> None:
         """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
-        from ftdiag.commands._common import emit
         from ftdiag.demo import run_demo
         from ftdiag.render.demo import print_demo
         from ftdiag.render.progress import stage_progress

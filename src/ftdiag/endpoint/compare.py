@@ -100,8 +100,9 @@ def chat_messages(title: str) -> list[dict[str, str]]:
 def local_reference(spec: EndpointSpec, records: list[Record],
                     progress: Progress | None = None) -> LocalReference:
     """Local ab-test on the same titles (one weight copy): the reference the server must match."""
-    from ftdiag.abtest import ABConfig, base_name_of, run_ab_test
-    from ftdiag.models import load_tokenizer, resolve_model_dir
+    from ftdiag.abtest import ABConfig, run_ab_test
+    from ftdiag.adapters.preflight import resolve_base
+    from ftdiag.models import load_tokenizer
 
     assert spec.adapter_dir is not None
     cfg = ABConfig(adapter_dir=spec.adapter_dir, base=spec.base, template=spec.template,
@@ -109,7 +110,7 @@ def local_reference(spec: EndpointSpec, records: list[Record],
                    seed=spec.endpoint.seed)
     ab = run_ab_test(cfg, records, progress=progress)
     texts = {arm: [r.outputs[arm] for r in ab.rows] for arm in (LOCAL_BASE, LOCAL_ADAPTER)}
-    tokenizer = load_tokenizer(resolve_model_dir(base_name_of(cfg))) if ab.rows else None
+    tokenizer = load_tokenizer(resolve_base(cfg.adapter_dir, cfg.base)) if ab.rows else None
     return LocalReference(ab.report, [r.prompt for r in ab.rows], texts, tokenizer)
 
 

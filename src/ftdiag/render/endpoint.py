@@ -16,11 +16,13 @@ from ftdiag.endpoint.compare import (
     EndpointSummary,
 )
 from ftdiag.endpoint.demo import ServeDemo
-from ftdiag.render.ab import findings_table, passed_line
-from ftdiag.render.findings import checks_table, verdict_text
-from ftdiag.render.html import CSS, checks_html, h
-from ftdiag.render.junit import _checks_suite, xml_safe
-from ftdiag.render.markdown import block, cell
+from ftdiag.render.findings import (
+    checks_table,
+    findings_table,
+    passed_skipped_line,
+    verdict_text,
+)
+from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
 ARM_STYLE = {SERVED_BASE: "cyan", SERVED_ADAPTER: "magenta", "base": "dim cyan",
              "adapter": "dim magenta"}
@@ -88,7 +90,7 @@ def print_endpoint(result: EndpointResult, console: Console, show: int | None = 
     table = findings_table(result.report)
     if table is not None:
         console.print(table)
-    console.print(passed_line(result.report))
+    console.print(passed_skipped_line(result.report))
     console.print(verdict_text(result.report))
 
 
@@ -115,7 +117,7 @@ def to_markdown(result: EndpointResult) -> str:
 def to_html(result: EndpointResult) -> str:
     """One self-contained page: checks, then a table of every title's texts."""
     v = result.report.verdict
-    checks = checks_html(result)  # type: ignore[arg-type]  # reads .report only
+    checks = checks_html(result.report)
     arms = list(result.rows[0].outputs) if result.rows else []
     head = "".join(f"<th>{h(HEADERS.get(a, a))}</th>" for a in arms)
     body = "".join(
@@ -146,7 +148,7 @@ def to_junit(result: EndpointResult) -> str:
     suite.set("tests", str(len(result.rows)))
     suite.set("failures", str(failures))
     root = ET.Element("testsuites", name="ftdiag ab-test --endpoint")
-    for s in (suite, _checks_suite(result)):  # type: ignore[arg-type]
+    for s in (suite, checks_suite(result.report, "ftdiag.ab-test.checks")):
         s.set("errors", "0")
         root.append(s)
     ET.indent(root)
