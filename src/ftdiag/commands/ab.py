@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors, write_reports
 from ftdiag.errors import FtdiagError
-from ftdiag.records import Record, read_records
-
-
-def pick_records(titles: Path | None, from_train: Path | None, n: int, seed: int,
-                 title_field: str | None, reference_field: str | None) -> list[Record]:
-    """Titles (with references when present) from --titles, or N sampled from --from-train."""
-    if (titles is None) == (from_train is None):
-        raise FtdiagError("give exactly one of --titles FILE or --from-train DATA")
-    records = read_records(titles or from_train, title_field, reference_field)  # type: ignore[arg-type]
-    records = [r for r in records if r.title.strip()]
-    if not records:
-        raise FtdiagError(f"no titles in {titles or from_train}")
-    if from_train is not None and n < len(records):
-        records = random.Random(seed).sample(records, n)
-    return records
 
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("ab-test")
     @handle_errors
     def ab_test(
-        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
+        adapter: Path | None = typer.Option(None, "--adapter",
+                                            help="LoRA adapter folder or Hub id."),
         base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
+        adapter_revision: str | None = typer.Option(
+            None, "--adapter-revision", help="Hub branch, tag or commit of the adapter."),
         merged: Path | None = typer.Option(None, "--merged", help="Merged model folder."),
         titles: Path | None = typer.Option(None, "--titles", help="Titles: txt/JSONL/JSON/CSV."),
         from_train: Path | None = typer.Option(None, "--from-train", help="Sample titles here."),
@@ -78,8 +66,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
         from ftdiag.abtest import ABConfig, run_ab_test
-        from ftdiag.commands._common import emit
-        from ftdiag.render.ab import print_ab
+        from ftdiag.records import pick_records
+        from ftdiag.render.ab import print_ab, to_html, to_junit, to_markdown
         from ftdiag.render.progress import stage_progress
         from ftdiag.templates import load_template
 
@@ -102,35 +90,11 @@ def register(app: typer.Typer) -> None:
         cfg = ABConfig(adapter_dir=adapter, base=base, merged_dir=merged, template=tpl,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,
                        temperature=temperature, seed=seed, check_batch=check_batch,
-                       max_identical=max_identical)
+                       max_identical=max_identical, revision=revision,
+                       adapter_revision=adapter_revision)
         with stage_progress(enabled=not json_out) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)
-        write_reports(result, markdown=markdown, html=html, junit=junit)
+        write_reports(result, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(result.report, json_out=json_out, strict=strict,
              render=lambda _rep, console: print_ab(result, console, show=show))
-
-
-def write_reports(result: object, *, markdown: Path | None, html: Path | None,
-                  junit: Path | None) -> None:
-    """Write the requested report files atomically."""
-    from ftdiag import atomic
-
-    def write_text(path: Path, text: str) -> None:
-        try:
-            atomic.write_text(path, text)
-        except OSError as exc:
-            raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-    if markdown is not None:
-        from ftdiag.render.markdown import to_markdown
-
-        write_text(markdown, to_markdown(result))  # type: ignore[arg-type]
-    if html is not None:
-        from ftdiag.render.html import to_html
-
-        write_text(html, to_html(result))  # type: ignore[arg-type]
-    if junit is not None:
-        from ftdiag.render.junit import to_junit
-
-        write_text(junit, to_junit(result))  # type: ignore[arg-type]
