@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-fast test test-fast lint bench clean
+.PHONY: install demo demo-fast test test-fast test-browser app-screenshot lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,17 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The Streamlit app in Debian's Chromium (apt; no browser download), driven by Playwright.
+test-browser: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+	$(BIN)/pip install -q -e '.[browser]'
+	$(BIN)/python -m pytest -q -m browser tests/test_app_browser.py
+
+# docs/app.png: the browser test on the demo's adapter (run `make demo-fast` first).
+app-screenshot: test-browser
+	FTDIAG_APP_BASE=smollm2-135m FTDIAG_APP_ADAPTER=$${FTDIAG_CACHE:-$$HOME/.cache/ftdiag}/demo-fast/run \
+	FTDIAG_APP_SHOT=docs/app.png $(BIN)/python -m pytest -q -m browser tests/test_app_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

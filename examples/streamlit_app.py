@@ -6,54 +6,84 @@ Defaults come from FTDIAG_APP_BASE / FTDIAG_APP_ADAPTER / FTDIAG_APP_MERGED.
 
 from __future__ import annotations
 
-import difflib
 import html
 import os
+import re
+import threading
 from typing import Any
 
 import streamlit as st
 
 from ftdiag.abtest import ABConfig, run_ab_test
 from ftdiag.adapters.runtime import audit_model
+from ftdiag.compare import word_diff
 from ftdiag.errors import FtdiagError
+from ftdiag.findings import Finding, Report
 from ftdiag.models import load_adapter, load_base
 from ftdiag.records import Record
+from ftdiag.render.findings import check_name
 
-STATUS_ICON = {"pass": "✅", "info": "ℹ️", "warn": "⚠️", "fail": "❌", "skip": "➖"}
+# Material icons ship with Streamlit's own font: no emoji font needed. The word follows the icon.
+STATUS_MARK = {"pass": ":green[:material/check_circle: pass]",
+               "info": ":blue[:material/info: info]",
+               "warn": ":orange[:material/warning: warn]",
+               "fail": ":red[:material/cancel: fail]",
+               "skip": ":gray[:material/remove: skip]"}
+# One output per arm: wrapped prose (long unbroken runs broken too), never a horizontal scroll.
+OUTPUT_STYLE = ("white-space:pre-wrap;overflow-wrap:anywhere;word-break:break-word;"
+                "padding:.6rem .8rem;border:1px solid rgba(49,51,63,.2);border-radius:.5rem;"
+                "line-height:1.5")
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~:$]|^[#+\-])")
 
 
 @st.cache_resource(show_spinner="Loading base + adapter (one copy of the weights)…")
-def load(base: str, adapter: str) -> tuple[Any, Any, Any]:
-    """Load the base once and wrap it with the adapter; the base arm is `disable_adapter()`."""
+def load(base: str, adapter: str) -> tuple[Any, Any, threading.Lock]:
+    """Load the base once and wrap it with the adapter; the base arm is `disable_adapter()`.
+
+    The model is shared by every session and rerun, and the base arm switches the adapter off
+    for a moment: the lock keeps an audit and a generation from overlapping on it.
+    """
     loaded = load_base(base)
-    return loaded, load_adapter(loaded, adapter), loaded.tokenizer
+    return load_adapter(loaded, adapter), loaded.tokenizer, threading.Lock()
 
 
-def word_diff(a: str, b: str) -> str:
-    """HTML of `b` with words not in `a` highlighted green and removed words struck red."""
-    aw, bw = a.split(), b.split()
-    out: list[str] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=aw, b=bw).get_opcodes():
-        if op == "equal":
-            out.append(html.escape(" ".join(bw[j1:j2])))
-            continue
-        if i2 > i1:
-            out.append(f"<del style='background:#ffd7d5'>{html.escape(' '.join(aw[i1:i2]))}</del>")
-        if j2 > j1:
-            out.append(f"<ins style='background:#ccffd8'>{html.escape(' '.join(bw[j1:j2]))}</ins>")
-    return " ".join(out)
+def md_text(text: str) -> str:
+    """`text` shown literally inside a Markdown cell (no emphasis, links or :shortcodes:)."""
+    return _MD_SPECIAL.sub(r"\\\1", text).replace("\n", " ")
 
 
-def status_panel(model: Any, tokenizer: Any, adapter: str) -> None:
+def output_html(arm: str, body: str) -> str:
+    """One arm's output as a wrapping block; `body` is already escaped HTML."""
+    return (f"<div class='ftdiag-output' data-arm='{html.escape(arm)}' style='{OUTPUT_STYLE}'>"
+            f"{body or '<i>(empty)</i>'}</div>")
+
+
+def diff_html(a: str, b: str) -> str:
+    """`b` with words not in `a` highlighted green and removed words struck red."""
+    parts = []
+    for op in word_diff(a, b):
+        text = html.escape(op.text)
+        parts.append(text if op.op == "equal" else
+                     f"<del style='background:#ffd7d5'>{text}</del>" if op.op == "delete" else
+                     f"<ins style='background:#ccffd8;text-decoration:none'>{text}</ins>")
+    return "".join(parts)
+
+
+def check_rows(checks: list[Finding]) -> list[dict[str, str]]:
+    """The status table: a passing row under its neutral name, a finding under its title."""
+    return [{"status": STATUS_MARK.get(c.status, c.status), "code": c.code,
+             "check": md_text(check_name(c)), "evidence": md_text(c.message)} for c in checks]
+
+
+def status_panel(report: Report, adapter: str) -> None:
     """Adapter status from ftdiag.audit_model: loaded, config names, active, eval mode, effect."""
-    report = audit_model(model, tokenizer=tokenizer, adapter_dir=adapter)
     st.subheader(f"Adapter status: {report.verdict.upper()}")
     st.caption(f"adapter path: {adapter}")
-    st.table([{"": STATUS_ICON.get(c.status, "?"), "code": c.code, "check": c.title,
-               "evidence": c.message} for c in report.checks])
-    status = report.details.get("status") if isinstance(report.details, dict) else None
-    if status:
-        st.json(status, expanded=False)
+    st.table(check_rows(report.checks), hide_index=True)
+    lines = ((report.to_dict().get("details") or {}).get("runtime") or {}).get("status") or []
+    if lines:
+        st.table([{"state": md_text(str(s["name"])), "value": md_text(str(s["value"])),
+                   "evidence": md_text(str(s["evidence"]))} for s in lines], hide_index=True)
 
 
 def main() -> None:
@@ -69,30 +99,31 @@ def main() -> None:
         st.info("Enter an adapter directory in the sidebar.")
         return
     try:
-        _, model, tokenizer = load(base, adapter)
+        model, tokenizer, lock = load(base, adapter)
     except FtdiagError as exc:
         st.error(str(exc))
         return
+    with lock:
+        report = audit_model(model, tokenizer=tokenizer, adapter_dir=adapter)
     with st.expander("Adapter status", expanded=True):
-        status_panel(model, tokenizer, adapter)
+        status_panel(report, adapter)
     title = st.text_input("Product title", "Stainless steel water bottle, 750 ml", key="title")
     if st.button("Generate", type="primary", key="generate") and title.strip():
         cfg = ABConfig(adapter_dir=adapter, base=base, merged_dir=merged or None,
                        max_new_tokens=max_new)
         try:
-            result = run_ab_test(cfg, [Record(title.strip())], model=model, tokenizer=tokenizer)
+            with lock:
+                result = run_ab_test(cfg, [Record(title.strip())], model=model,
+                                     tokenizer=tokenizer)
         except FtdiagError as exc:
             st.error(str(exc))
             return
-        row = result.rows[0]
-        outputs = row["outputs"] if isinstance(row, dict) else row.outputs
-        cols = st.columns(len(outputs))
-        for col, (arm, text) in zip(cols, outputs.items(), strict=True):
+        outputs = result.rows[0].outputs
+        for col, (arm, text) in zip(st.columns(len(outputs)), outputs.items(), strict=True):
             col.markdown(f"**{arm}**")
-            col.code(text or "(empty)", language=None)
+            col.html(output_html(arm, html.escape(text)))
         st.markdown("**diff base → adapter**")
-        st.markdown(word_diff(outputs.get("base", ""), outputs.get("adapter", "")),
-                    unsafe_allow_html=True)
+        st.html(output_html("diff", diff_html(outputs.get("base", ""), outputs.get("adapter", ""))))
         for f in result.report.findings:
             st.warning(f"{f.code} {f.title}: {f.message}")
 

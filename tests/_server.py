@@ -1,89 +1,20 @@
 """A real `transformers serve` (OpenAI-compatible) in a subprocess, serving local model folders.
 
-Local paths are model names there: the server loads a folder the first time a request names it.
-One server per test session; it is stopped by its PID.
+One server per test session (ftdiag.endpoint.local_server); it is stopped by its PID.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-START_TIMEOUT = 180.0
+from ftdiag.endpoint.local_server import LocalServer, free_port, launch, stop, wait_ready
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """A running server: its URL, process and log file."""
-
-    url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-
-    def log_tail(self, n: int = 2000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-
-def start_server(log: Path, port: int | None = None) -> Server:
-    """`transformers serve` on 127.0.0.1:port (CPU, offline), returned once /health answers."""
-    return wait_ready(launch_server(log, port))
-
-
-def launch_server(log: Path, port: int | None = None) -> Server:
-    """Start `transformers serve` on 127.0.0.1:port (CPU, offline) without waiting for it."""
-    port = port or free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, "-m", "transformers.cli.transformers", "serve", "--host", "127.0.0.1",
-           "--port", str(port), "--device", "cpu", "--log-level", "error"]
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    return Server(f"http://127.0.0.1:{port}", proc, log)
-
-
-def wait_ready(server: Server) -> Server:
-    """The server once /health answers 200 (its log in the error when it dies or hangs)."""
-    proc = server.proc
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"transformers serve exited ({proc.returncode}):\n"
-                               f"{server.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return server
-        except OSError:
-            time.sleep(0.3)
-    stop_server(server)
-    raise RuntimeError(f"transformers serve not ready after {START_TIMEOUT:.0f}s:\n"
-                       f"{server.log_tail()}")
-
-
-def stop_server(server: Server) -> None:
-    """Terminate the server process by its PID (kill after 10 s)."""
-    server.proc.terminate()
-    try:
-        server.proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(timeout=10)
+Server = LocalServer
 
 
 @dataclass
@@ -129,22 +60,13 @@ def openai_server(tmp_path_factory: pytest.TempPathFactory,
                   request: pytest.FixtureRequest) -> Iterator[Server]:
     """One real `transformers serve` for the whole session (models are built while it starts)."""
     pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
-    server = launch_server(tmp_path_factory.mktemp("server") / "serve.log")
+    server = launch(tmp_path_factory.mktemp("server") / "serve.log")
     try:
         request.getfixturevalue("served_models")
         wait_ready(server)
         yield server
     finally:
-        stop_server(server)
+        stop(server)
 
 
-__all__ = [
-    "ServedModels",
-    "Server",
-    "launch_server",
-    "openai_server",
-    "served_models",
-    "start_server",
-    "stop_server",
-    "wait_ready",
-]
+__all__ = ["ServedModels", "Server", "free_port", "openai_server", "served_models"]

@@ -25,5 +25,11 @@ def test_app_shows_status_and_side_by_side_outputs(
     assert not at.exception, at.exception
     labels = [m.value for m in at.markdown]
     assert "**base**" in labels and "**adapter**" in labels
-    texts = [c.value for c in at.code]
-    assert len(texts) == 2 and texts[0] != texts[1]
+    blocks = [h.value for h in at.html]
+    assert len(blocks) == 3  # base, adapter, diff
+    assert all("class='ftdiag-output'" in b and "overflow-wrap:anywhere" in b for b in blocks)
+    assert blocks[0] != blocks[1] and not at.code
+    table = at.table[0].value
+    assert list(table["code"]) == ["R001", "R002", "R003", "R004", "R005", "R006", "R008", "R009"]
+    assert table["check"][0] == "adapter-not-injected"  # R001 passes: its neutral name
+    assert all("material/" in s for s in table["status"])  # icons from Streamlit's own font

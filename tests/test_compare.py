@@ -38,6 +38,12 @@ def test_rouge_l_values() -> None:
     assert rouge_l("", "x") == 0.0
 
 
+def test_rouge_l_tokenizes_like_the_reference_implementation() -> None:
+    # rouge-score keeps only [a-z0-9] runs: "steel_bottle" is two words, "750ml" one.
+    # LCS(steel bottle 750ml, steel bottle 750 ml) = 2: P = 2/3, R = 2/4, F = 4/7
+    assert rouge_l("Steel_bottle 750ml", "steel bottle 750 ml") == pytest.approx(4 / 7)
+
+
 def test_token_f1_counts_common_words() -> None:
     # common: steel, bottle -> p = 2/3, r = 2/4
     assert token_f1("Steel bottle cold", "a steel bottle, 750") == pytest.approx(4 / 7)

@@ -58,6 +58,7 @@ def broken_run(tmp_path: Path, tiny_llama: Path) -> Path:
 def test_healthy_run_meets_the_success_criteria(healthy_run: Path) -> None:
     result = run_doctor(healthy_run, n=4, max_new_tokens=12)
     assert [c.ok for c in result.criteria] == [True, True, True, True], result.criteria
+    assert result.criteria[3].evidence == "loss 2.780 → 0.537 (81% decrease)"  # not "+81%"
     assert result.report.verdict != "fail"
     assert not [c for c in result.causes if c.severity == "fail"]
     assert set(result.report.layers_run) >= {"L", "S", "R", "G"}
@@ -70,6 +71,7 @@ def test_broken_run_names_untrained_adapter_and_flat_loss_first(broken_run: Path
     assert keys[:2] == ["adapter-untrained", "no-convergence"], keys
     assert {"A003", "L002"} <= result.report.codes()
     assert result.criteria[3].ok is False  # loss did not decrease
+    assert "(+" not in result.criteria[3].evidence and "(-" not in result.criteria[3].evidence
 
 
 def test_cli_writes_html_and_markdown_reports(healthy_run: Path, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from _ab_helpers import TITLES, merged_dir, write_titles  # noqa: F401
 from _server import ServedModels, Server, openai_server, served_models  # noqa: F401
+from test_json_schema import _pin
 from typer.testing import CliRunner
 
 from ftdiag.cli import app
@@ -57,6 +58,7 @@ def test_served_merged_adapter_reproduces_the_local_adapter(
     assert all(r["outputs"]["served-base"] == r["outputs"]["base"] for r in rows)
     assert rep["details"]["endpoint"]["listed_models"] is not None
     assert str(m.merged) in rep["details"]["endpoint"]["listed_models"]
+    _pin("ab-test-endpoint", rep)  # --json keys pinned like every command's
 
 
 def test_base_served_under_the_adapters_name_is_e001_and_e002(
@@ -93,15 +95,22 @@ def test_unknown_model_name_is_e003_with_the_servers_answer(
     assert status(rep, "E001") == ["skip"]
 
 
-def test_request_extra_reaches_the_server(
+def test_request_extra_goes_to_the_adapters_requests_only(
         live: tuple[Server, ServedModels], titles: Path) -> None:
-    """transformers serve rejects unknown body fields: its 422 text is the E003 evidence."""
+    """One model name, the adapter chosen by a body field (as llama-server / TGI do).
+
+    transformers serve rejects unknown body fields: its 422 answer is the adapter arm's E003
+    evidence, while the base arm (no extra field) answers.
+    """
     server, m = live
-    code, rep = ab(server, m.base, m.merged, titles, "--request-extra",
-                   '{"adapter_id": "x"}')
+    code, rep = ab(server, m.merged, m.merged, titles, "--request-extra",
+                   '{"adapter_id": "my-finetune"}')
     assert code == 1
-    errors = [f["evidence"]["error"] for f in rep["findings"] if f["code"] == "E003"]
-    assert errors and all("422" in e and "adapter_id" in e for e in errors)
+    e003 = {c["evidence"]["model"] + ":" + c["status"] for c in rep["checks"]
+            if c["code"] == "E003"}
+    assert e003 == {f"{m.merged}:pass", f"{m.merged}:fail"}
+    error = next(f["evidence"]["error"] for f in rep["findings"] if f["code"] == "E003")
+    assert "422" in error and "adapter_id" in error
 
 
 def test_wrongly_scaled_export_is_e004_drift_not_base(

@@ -83,7 +83,8 @@ def test_a_server_that_never_answers_is_a_timeout_exit_2(titles: Path, silent: s
 
 
 @pytest.mark.parametrize("args, text", [
-    (["--served-adapter", "b"], "same model"),
+    (["--served-adapter", "b"], "same thing"),
+    (["--served-adapter", "b", "--base-request-extra", "{}"], "same thing"),
     (["--request-extra", "[1]"], "JSON object"),
     (["--request-extra", "{oops"], "not JSON"),
 ])

@@ -8,18 +8,8 @@ from typing import Any
 import pytest
 import torch
 
-from ftdiag.generate import (
-    BASE,
-    Arm,
-    GenSettings,
-    active_lora_layers,
-    adapters_off,
-    can_mix,
-    generate_arms,
-    generate_one,
-    generation_config,
-    lora_layers,
-)
+from ftdiag.adapters.live import BASE, active_lora_layers, adapters_off, can_mix, lora_layers
+from ftdiag.generate import Arm, GenSettings, generate_arms, generate_one, generation_config
 from ftdiag.models import load_adapter, load_base
 from ftdiag.templates import DEFAULT_TEMPLATE
 

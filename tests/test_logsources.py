@@ -7,6 +7,7 @@ and axolotl folders follow their documented layouts.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -23,8 +24,8 @@ from ftdiag.errors import FtdiagError
 from ftdiag.logs import read_loss_log
 from ftdiag.render.loss import config_text
 
-pytest.importorskip("wandb")
-pytest.importorskip("mlflow")
+if importlib.util.find_spec("wandb") is None or importlib.util.find_spec("mlflow") is None:
+    pytest.skip("needs the wandb and mlflow extras (make install)", allow_module_level=True)
 
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"
@@ -119,8 +120,6 @@ def test_wandb_read_does_not_import_wandb(hf_runs: Path) -> None:
 
 
 def test_wandb_missing_names_the_extra(hf_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "wandb" else real(name, *a))
@@ -283,3 +282,14 @@ def test_plain_sources_do_not_import_wandb_or_mlflow(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_config_names_are_normalised_without_taking_a_model_configs_alpha() -> None:
+    from ftdiag.logsources.runconfig import normalise
+
+    wandb_like = {"learning_rate": 1e-3, "max_steps": -1, "rope_scaling": {"alpha": 4.0},
+                  "peft_config": {"default": {"r": 8, "lora_alpha": 16}}}
+    assert normalise(wandb_like) == {"learning_rate": 1e-3, "lora_r": 8, "lora_alpha": 16}
+    mlflow_params = {"lr": "2e-4", "r": "16", "alpha": "32", "num_train_epochs": "3.0"}
+    assert normalise(mlflow_params) == {"learning_rate": 2e-4, "num_train_epochs": 3,
+                                        "lora_r": 16, "lora_alpha": 32}

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
-
 __all__ = ["Finding", "FtdiagCallback", "FtdiagError", "Report", "__version__", "audit_model",
            "check_adapter"]
 
+from ftdiag._version import __version__
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report
 

@@ -7,13 +7,12 @@ One copy of the base weights: the base arm is PEFT's `__base__` rows in a mixed 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.runtime import RuntimeAudit, audit_runtime
 from ftdiag.compare import (
     first_divergence,
     logit_gap,
@@ -27,20 +26,15 @@ from ftdiag.distributed import gather, split, world
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.generate import (
-    BASE,
     Arm,
     ArmOutput,
     GenSettings,
-    active_lora_layers,
+    ProgressFn,
     arm_context,
     arm_groups,
-    can_mix,
     context_length,
     generate_arms,
     generate_one,
-    is_peft,
-    lora_layers,
-    mixed_logits,
     prompt_logits,
 )
 from ftdiag.records import Record
@@ -48,10 +42,8 @@ from ftdiag.templates import DEFAULT_TEMPLATE, PromptTemplate, recorded_template
 
 log = logging.getLogger(__name__)
 
-BLOCKING = {"A001", "A002", "A004", "A006", "A007", "A008", "A009", "A011"}
 RUNAWAY_SHARE = 0.5
 PROBES = 4
-AUDIT_CODES = {"R001", "R002", "R005", "R006", "R009"}  # R003/R004/R008 are arm-specific here
 
 
 @dataclass
@@ -63,12 +55,19 @@ class ABConfig:
     merged_dir: Path | str | None = None
     template: PromptTemplate | None = None  # None: the recorded template, else the default
     max_new_tokens: int = 128
-    batch_size: int = 8
+    batch_size: int = 0  # titles per batch; 0: from the workload (generate.auto_batch)
     do_sample: bool = False
     temperature: float = 1.0
     seed: int = 0
     check_batch: bool = False
     max_identical: float | None = None  # B001 when the identical share exceeds this
+    revision: str | None = None  # Hub revision of the base (when it is a Hub id)
+    adapter_revision: str | None = None  # Hub revision of the adapter (when it is a Hub id)
+
+    def settings(self) -> GenSettings:
+        """How every arm generates."""
+        return GenSettings(self.max_new_tokens, self.batch_size, self.do_sample,
+                           self.temperature, self.seed)
 
 
 @dataclass
@@ -130,127 +129,23 @@ def fit_prompt(title: str, tpl: PromptTemplate, tokenizer: Any, budget: int) -> 
     return tpl.render(tokenizer.decode(ids), tokenizer), True
 
 
-def static_gate(cfg: ABConfig, base_dir: Path | None) -> Report | None:
-    """Layer S (A001-A010) from the adapter files, before anything is loaded."""
-    try:
-        from ftdiag.adapters.static import run_static
-    except ImportError:  # pragma: no cover - the static layer ships with ftdiag
-        return None
-    return run_static(cfg.adapter_dir, base_dir)
-
-
-def base_name_of(cfg: ABConfig) -> str:
-    if cfg.base:
-        return cfg.base
-    path = Path(cfg.adapter_dir) / "adapter_config.json"
-    try:
-        name = json.loads(path.read_text(encoding="utf-8")).get("base_model_name_or_path")
-    except (OSError, ValueError):
-        name = None
-    if not name:
-        raise FtdiagError("the adapter does not name its base model", hint="pass --base MODEL")
-    return str(name)
-
-
 def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
-    """Static gate, then base + adapter loaded once (PeftModel) and its tokenizer."""
-    from ftdiag.models import load_adapter, load_base, resolve_model_dir
+    """Preflight (layer S), then base + adapter loaded once (PeftModel) and its tokenizer."""
+    from ftdiag.adapters.consistency import try_load_adapter
+    from ftdiag.adapters.preflight import preflight
+    from ftdiag.models import load_base
 
-    adapter = Path(cfg.adapter_dir)
-    if not adapter.is_dir():
-        raise FtdiagError(f"adapter folder not found: {adapter}")
-    base_dir = resolve_model_dir(base_name_of(cfg))
-    static = static_gate(cfg, base_dir) or Report("ab-test")
-    if any(c.code in BLOCKING and c.status == "fail" for c in static.checks):
-        return None, None, static
-    loaded = load_base(base_dir)
-    return load_adapter(loaded, adapter), loaded.tokenizer, static
-
-
-def _lora_nonzero(model: Any) -> bool:
-    return any(p.abs().max() > 0 for n, p in model.named_parameters() if "lora_B" in n)
-
-
-def _runtime_checks(model: Any, base_model: Any | None, probe: str, tokenizer: Any,
-                    local_audit: bool) -> tuple[list[Finding], Arm]:
-    """R002-R005 for the arms: which object really serves as 'base', and can it be trusted.
-
-    local_audit: also report R002 (pass) and R005 here (when audit_model did not run).
-    """
-    out: list[Finding] = []
-    if model.training:
-        out.append(finding("R003", "model was in training mode (dropout on); switched to eval",
-                           hint="call model.eval() before generate()"))
-        model.eval()
-    else:
-        out.append(passed("R003", "model in eval mode"))
-    layers = lora_layers(model)
-    if not layers:
-        raise FtdiagError("the model holds no LoRA layers (R001): nothing to compare",
-                          hint="load it with PeftModel.from_pretrained(base, adapter_dir)")
-    off = len(layers) - active_lora_layers(model)
-    if off:
-        out.append(finding("R002", f"{off} of {len(layers)} LoRA layers are disabled",
-                           hint="do not generate inside disable_adapter()"))
-    elif local_audit:
-        out.append(passed("R002", f"{len(layers)} LoRA layers active"))
-    adapter_name = str(getattr(model, "active_adapter", "default"))
-    safe = Arm("base", model, BASE)
-    base_arm = safe
-    if base_model is not None:
-        inner = model.get_base_model() if is_peft(model) else model
-        carried = active_lora_layers(base_model)
-        if base_model is model or base_model is inner or carried:
-            out.append(finding(
-                "R004", f"the object passed as base carries {carried} active LoRA layers "
-                "(PEFT injects in place): base-vs-adapter would compare the adapter with itself",
-                hint="use model.disable_adapter() for the base arm; ab-test did that instead",
-                lora_layers=carried, replaced_by="disable_adapter"))
-        else:
-            base_arm = Arm("base", base_model, None)
-    adapter_arm = Arm("adapter", model, adapter_name)
-    if base_arm.adapter == BASE and can_mix(model):
-        got_base, got_adapter = mixed_logits(model, tokenizer, probe, [BASE, adapter_name])
-        path_gap = logit_gap(prompt_logits(safe, tokenizer, [probe]), [got_base])
-        if not path_gap.within:
-            out.append(finding("R004", "mixed-batch base rows disagree with disable_adapter() "
-                               f"(max |Δlogit| {path_gap.max_abs:.3g})",
-                               max_abs_diff=path_gap.max_abs))
-    else:
-        got_base = prompt_logits(base_arm, tokenizer, [probe])[0]
-        got_adapter = prompt_logits(adapter_arm, tokenizer, [probe])[0]
-    gap = logit_gap([got_base], [got_adapter])
-    nonzero = _lora_nonzero(model)
-    if nonzero and gap.max_abs == 0.0:
-        out.append(finding("R004", "the base arm returns exactly the adapter's logits although "
-                           "lora_B is non-zero: it is not the base model", max_abs_diff=0.0))
-    elif not any(f.code == "R004" for f in out):
-        out.append(passed("R004", f"base arm is the base model: LoRA off, max |Δlogit| vs adapter "
-                          f"{gap.max_abs:.3g}", path="mixed batch __base__" if
-                          base_arm.adapter == BASE and can_mix(model) else "separate model"
-                          if base_arm.adapter is None else "disable_adapter()",
-                          max_abs_diff=gap.max_abs))
-    if local_audit:
-        if gap.within:
-            why = "every lora_B is zero" if not nonzero else "the update is below the tolerance"
-            out.append(finding("R005", f"adapter changes the prompt logits by at most "
-                               f"{gap.max_abs:.3g} ({why})", max_abs_diff=gap.max_abs,
-                               tolerance=gap.tolerance))
-        else:
-            out.append(passed("R005", f"adapter moves the logits (max |Δ| {gap.max_abs:.3g})",
-                              max_abs_diff=gap.max_abs))
-    return out, base_arm
-
-
-def _audit(model: Any, tokenizer: Any, adapter_dir: Path | str, report: Report) -> bool:
-    """Layer R of check-adapter (R001, R002, R005, R006, R009) on the model ab-test loaded."""
-    try:
-        from ftdiag.adapters.runtime import audit_model
-    except ImportError:  # pragma: no cover - shipped together
-        return False
-    audit = audit_model(model, tokenizer=tokenizer, adapter_dir=adapter_dir)
-    report.add(*(c for c in audit.checks if c.code in AUDIT_CODES))
-    return True
+    pre = preflight(cfg.adapter_dir, cfg.base, revision=cfg.revision,
+                    adapter_revision=cfg.adapter_revision)
+    if pre.blocked:
+        return None, None, pre.static
+    assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
+    loaded = load_base(pre.base_dir)
+    model, refused = try_load_adapter(loaded, pre.adapter_dir)
+    if refused is not None:  # A011: a fail with PEFT's reason, not an exit 2
+        pre.static.add(refused)
+        return None, None, pre.static
+    return model, loaded.tokenizer, pre.static
 
 
 def _load_merged(path: Path | str, like: Any) -> Any:
@@ -268,16 +163,20 @@ def _load_merged(path: Path | str, like: Any) -> Any:
 
 
 def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, tokenizer: Any = None,
-                progress: Callable[[int, int], None] | None = None,
-                base_model: Any = None) -> ABResult:
+                progress: ProgressFn | None = None, base_model: Any = None,
+                audit: RuntimeAudit | None = None) -> ABResult:
     """Generate every title under base, adapter (and merged) and compare.
 
     model: an already-loaded PeftModel holding this adapter (loaded here when None);
-    base_model: a caller's separate 'base' object, checked for LoRA layers (R004) before use.
+    base_model: a caller's separate 'base' object, checked for LoRA layers (R004) before use;
+    audit: the R layer the caller already ran on `model` (doctor), not run again nor reported.
     """
     records = [r for r in records if r.title.strip()]
     if not records:
         raise FtdiagError("no titles to test (all empty)")
+    from ftdiag.models import resolve_adapter_dir
+
+    cfg = replace(cfg, adapter_dir=resolve_adapter_dir(cfg.adapter_dir, cfg.adapter_revision))
     report = Report("ab-test")
     tpl, r010 = choose_template(cfg)
     own = model is None
@@ -290,17 +189,20 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
             return ABResult(report, [], {"n": 0})
     elif tokenizer is None:
         raise ValueError("run_ab_test(model=...) needs the tokenizer too")
-    settings = GenSettings(cfg.max_new_tokens, cfg.batch_size, cfg.do_sample, cfg.temperature,
-                           cfg.seed)
+    settings = cfg.settings()
     budget = context_length(model, tokenizer) - cfg.max_new_tokens
     fitted = [fit_prompt(r.title, tpl, tokenizer, budget) for r in records]
     prompts = [p for p, _ in fitted]
-    audited = own and _audit(model, tokenizer, cfg.adapter_dir, report)
-    checks, base_arm = _runtime_checks(model, base_model, prompts[0], tokenizer,
-                                       own and not audited)
-    report.add(*checks, r010)
+    if audit is None:
+        audit = audit_runtime(model, base_model, tokenizer, None, cfg.adapter_dir,
+                              settings=settings, to_eval=True)
+        report.add(*audit.report.checks)
+    if not audit.lora_layers:
+        raise FtdiagError("the model holds no LoRA layers (R001): nothing to compare",
+                          hint="load it with PeftModel.from_pretrained(base, adapter_dir)")
+    report.add(r010)
     report.layers_run += ["R", "G"]
-    arms = [base_arm, Arm("adapter", model, str(getattr(model, "active_adapter", "default")))]
+    arms = [audit.base_arm, audit.adapter_arm]
     merged = _load_merged(cfg.merged_dir, model) if cfg.merged_dir else None
     if merged is not None:
         arms.append(Arm("merged", merged, None))
@@ -309,7 +211,6 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     if any(r.reference for r in rows):
         _reference_metrics(rows, arms, tokenizer, context_length(model, tokenizer), settings)
     summary = _summary(rows, [a.name for a in arms], gen, plan)
-    report.add(_sampling_check(settings, gen))
     report.add(_identical_check(rows, cfg.max_identical))
     report.add(_runaway_check(summary, cfg.max_new_tokens))
     if cfg.check_batch:
@@ -393,16 +294,6 @@ def _summary(rows: list[ABRow], arms: list[str], gen: dict[str, Any],
         for key in ("rouge_l", "token_f1", "ref_nll"):
             s[key] = {a: mean([getattr(r, key)[a] for r in scored]) for a in arms}
     return s
-
-
-def _sampling_check(s: GenSettings, gen: dict[str, Any]) -> Finding:
-    if s.do_sample:
-        return finding("R008", f"sampling at temperature {s.temperature} (seed {s.seed}): "
-                       "differences may be chance", hint="drop --sample for a greedy A/B",
-                       temperature=s.temperature, seed=s.seed)
-    over = gen["overridden_from_model"]
-    note = f" (overrode {over} from generation_config.json)" if over else ""
-    return passed("R008", f"greedy decoding, num_beams=1{note}", overridden=over)
 
 
 def _identical_check(rows: list[ABRow], max_identical: float | None) -> Finding:

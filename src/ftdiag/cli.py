@@ -1,31 +1,34 @@
 """Typer app: options -> library call -> renderer -> exit code. No logic here.
 
-Each command lives in ftdiag.commands.<name> and registers itself on `app`.
+Each command lives in ftdiag.commands.<name> and defines `register(app)`; COMMANDS below lists
+them (a new command adds one import and one entry).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from ftdiag import __version__
-from ftdiag.errors import FtdiagError
+from ftdiag.commands import (
+    ab,
+    check_adapter,
+    check_export,
+    demo,
+    doctor,
+    loss_report,
+    merge,
+    train,
+)
+from ftdiag.commands._common import ErrorExit, handle_errors, quiet_libraries
 
-F = TypeVar("F", bound=Callable[..., Any])
+__all__ = ["app", "handle_errors", "main", "quiet_libraries"]
 
-class ErrorExit(typer.Exit):
-    """Exit 2 after a user error, carrying it so --json can print the error document."""
-
-    def __init__(self, message: str, hint: str = "") -> None:
-        super().__init__(2)
-        self.message, self.hint = message, hint
+COMMANDS = (check_adapter, ab, loss_report, train, merge, doctor, demo, check_export)
 
 
 class JsonErrorGroup(TyperGroup):
@@ -51,7 +54,6 @@ def _error_json(command: str, message: str, hint: str) -> str:
 
     return error_json(command, message, hint)
 
-
 app = typer.Typer(
     name="ftdiag",
     help="Find out why a LoRA/PEFT fine-tune gives the same output as the base model.",
@@ -60,55 +62,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     cls=JsonErrorGroup,
 )
-
-
-def quiet_libraries() -> None:
-    """Silence transformers/peft progress bars and advisory warnings below the CLI."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    if "transformers" in sys.modules:  # else the env vars above act when it is imported
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-
-
-def handle_errors(fn: F) -> F:
-    """Turn FtdiagError into one line on stderr and exit 2; Ctrl-C into exit 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        quiet_libraries()
-        try:
-            return fn(*args, **kwargs)
-        except FtdiagError as exc:
-            from ftdiag.render.console import err
-
-            line = f"[bold red]error:[/] {_escape(exc.message)}"
-            if exc.hint:
-                line += f" [dim]({_escape(exc.hint)})[/]"
-            err().print(line, soft_wrap=True)
-            raise ErrorExit(exc.message, exc.hint) from None
-        except KeyboardInterrupt:
-            from ftdiag.render.console import err
-
-            err().print("[yellow]interrupted[/]")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _escape(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
 
 
 def _version(value: bool) -> None:
@@ -127,19 +80,8 @@ def _root(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
 
 
-def _register_commands() -> None:
-    import importlib
-    import pkgutil
-
-    import ftdiag.commands as pkg
-
-    for mod in sorted(m.name for m in pkgutil.iter_modules(pkg.__path__)):
-        if mod.startswith("_"):
-            continue
-        importlib.import_module(f"ftdiag.commands.{mod}").register(app)
-
-
-_register_commands()
+for _command in COMMANDS:
+    _command.register(app)
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import math
 import re
 from collections import Counter
@@ -45,26 +46,16 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b, 1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return prev[-1]
+@functools.cache
+def _rouge_l_scorer() -> Any:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"])
 
 
 def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 over lower-cased words (longest common subsequence)."""
-    c, r = words(candidate), words(reference)
-    lcs = _lcs(c, r)
-    if lcs == 0:
-        return 0.0
-    p, rec = lcs / len(c), lcs / len(r)
-    return 2 * p * rec / (p + rec)
+    """ROUGE-L F1 by Google's `rouge-score` (what papers and `evaluate` report; no stemming)."""
+    return float(_rouge_l_scorer().score(reference, candidate)["rougeL"].fmeasure)
 
 
 def token_f1(candidate: str, reference: str) -> float:

@@ -6,7 +6,6 @@ Ends with the seed's success criteria as a checklist and the most likely causes,
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 from ftdiag.causes import RankedCause, rank_causes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
-from ftdiag.records import Record, read_records
+from ftdiag.records import run_titles
 from ftdiag.templates import read_meta
 
 log = logging.getLogger(__name__)
@@ -56,27 +55,10 @@ def find_adapter_dir(run_dir: Path) -> Path | None:
     return checkpoints[-1] if checkpoints else None
 
 
-def pick_titles(run_dir: Path, titles: Path | None, n: int, seed: int = 0) -> list[Record]:
-    """`--titles`, else the titles `ftdiag train` recorded, else its data file; n sampled."""
-    records: list[Record] = []
-    if titles is not None:
-        records = read_records(titles)
-    elif (run_dir / "train_examples.jsonl").is_file():
-        records = read_records(run_dir / "train_examples.jsonl")
-    else:
-        data = read_meta(run_dir).get("data") or {}
-        path = data.get("path")
-        if path and Path(path).is_file():
-            records = read_records(path, data.get("title_field"), data.get("text_field"))
-    records = [r for r in records if r.title.strip()]
-    if len(records) > n:
-        records = random.Random(seed).sample(records, n)
-    return records
-
-
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
                n: int = 16, max_new_tokens: int = 96, stage: Stage | None = None,
-               progress: Callable[[int, int], None] | None = None) -> DoctorResult:
+               progress: Callable[[int, int], None] | None = None,
+               revision: str | None = None) -> DoctorResult:
     """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -87,6 +69,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     result = DoctorResult(report, run_dir, find_adapter_dir(run_dir))
     meta = read_meta(run_dir)
     base = base or meta.get("base")
+    revision = revision or meta.get("revision")
 
     say("loss-report")
     loss = _loss_layer(run_dir)
@@ -99,57 +82,52 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         report.add(finding("A001", f"no adapter_config.json in {run_dir} or its checkpoints"))
         report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
         return _finish(result)
-    from ftdiag.adapters import check_adapter
-    from ftdiag.adapters.static import run_static
+    from ftdiag.abtest import ABConfig, run_ab_test
+    from ftdiag.adapters import runtime_layer
+    from ftdiag.adapters.consistency import try_load_adapter
+    from ftdiag.adapters.preflight import preflight, resolve_base
+    from ftdiag.adapters.runtime import audit_runtime
+    from ftdiag.models import load_base
 
-    static = run_static(adapter_dir, _base_dir(base))
-    if static.verdict == "fail":
-        result.sections["check"] = static
-        _absorb(report, static, "S")
+    pre = preflight(adapter_dir, base, base_required=False, revision=revision)
+    if pre.static.verdict == "fail":  # doctor stops at the first failing layer
+        result.sections["check"] = pre.static
+        _absorb(report, pre.static, "S")
         report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
         return _finish(result)
-    from ftdiag.models import load_adapter, load_base
 
     say("loading base + adapter (once)")
-    loaded = load_base(base or _adapter_base(adapter_dir))
-    model = load_adapter(loaded, adapter_dir)
-    check = check_adapter(adapter_dir, base=str(loaded.model_dir), model=model,
-                          tokenizer=loaded.tokenizer)
-    result.sections["check"] = check
-    _absorb(report, check, "SR")
-
-    records = pick_titles(run_dir, Path(titles) if titles else None, n)
-    if not records:
-        report.layers_skipped["G"] = "no titles: pass --titles FILE"
+    loaded = load_base(pre.base_dir or resolve_base(adapter_dir, base, revision))
+    model, refused = try_load_adapter(loaded, adapter_dir)
+    if refused is not None:  # A011: PEFT refuses the adapter for this base
+        pre.static.add(refused)
+        result.sections["check"] = pre.static
+        _absorb(report, pre.static, "S")
+        report.layers_skipped.update({"R": "PEFT cannot load the adapter (A011)",
+                                      "G": "PEFT cannot load the adapter (A011)"})
         return _finish(result)
-    say(f"ab-test on {len(records)} titles")
-    from ftdiag.abtest import ABConfig, run_ab_test
-
     merged = run_dir / "merged"
     cfg = ABConfig(adapter_dir=adapter_dir, base=str(loaded.model_dir),
                    merged_dir=merged if (merged / "config.json").is_file() else None,
                    max_new_tokens=max_new_tokens)
-    ab = run_ab_test(cfg, records, model=model, tokenizer=loaded.tokenizer, progress=progress)
+    audit = audit_runtime(model, None, loaded.tokenizer, None, adapter_dir,
+                          settings=cfg.settings(), to_eval=True)
+    pre.static.details["base_dir"] = str(loaded.model_dir)
+    check = runtime_layer(pre.static, audit.report)
+    result.sections["check"] = check
+    _absorb(report, check, "SR")
+
+    records = run_titles(run_dir, Path(titles) if titles else None, n)
+    if not records:
+        report.layers_skipped["G"] = "no titles: pass --titles FILE"
+        return _finish(result)
+    say(f"ab-test on {len(records)} titles")
+    ab = run_ab_test(cfg, records, model=model, tokenizer=loaded.tokenizer, progress=progress,
+                     audit=audit)
     result.sections["ab"] = ab
     _absorb(report, ab.report, "G")
     report.add(_improvement_check(ab.summary))
     return _finish(result)
-
-
-def _base_dir(base: str | None) -> Path | None:
-    from ftdiag.models import resolve_model_dir
-
-    return resolve_model_dir(base) if base else None
-
-
-def _adapter_base(adapter_dir: Path) -> str:
-    import json
-
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    name = cfg.get("base_model_name_or_path")
-    if not name:
-        raise FtdiagError("the adapter does not name its base model", hint="pass --base MODEL")
-    return str(name)
 
 
 def _loss_layer(run_dir: Path) -> Report:
@@ -242,7 +220,8 @@ def judge_criteria(result: DoctorResult) -> list[Criterion]:
     lost = _codes(loss) & {"L001", "L002", "L004", "L007"}
     rel = d.get("relative_decrease")
     start, end = d.get("start_loss", float("nan")), d.get("end_loss", float("nan"))
-    evidence = (f"loss {start:.3f} → {end:.3f} ({rel:+.0%} decrease)"
+    evidence = (f"loss {start:.3f} → {end:.3f} ({abs(rel):.0%} "
+                f"{'decrease' if rel >= 0 else 'increase'})"
                 if isinstance(rel, float) else "no loss figures")
     crit.append(Criterion("loss decreased during training",
                           not lost and isinstance(rel, float) and rel > 0,

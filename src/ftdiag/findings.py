@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from ftdiag._version import __version__
+
 Status = Literal["pass", "info", "warn", "fail", "skip"]
 
 
@@ -177,8 +179,6 @@ class Report:
         return 1 if v == "fail" or (strict and v == "warn") else 0
 
     def to_dict(self) -> dict[str, Any]:
-        from ftdiag import __version__
-
         return {
             "tool": "ftdiag",
             "version": __version__,

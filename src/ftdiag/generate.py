@@ -17,14 +17,14 @@ if TYPE_CHECKING:
     import torch
     from transformers import GenerationConfig
 
+from ftdiag.adapters.live import BASE, active_lora_layers, adapters_off, can_mix, is_peft
 from ftdiag.distributed import gather, split, world
 
 log = logging.getLogger(__name__)
 
-BASE = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "typical_p", "min_p",
                  "num_beams", "repetition_penalty", "no_repeat_ngram_size")
-Progress = Callable[[int, int], None]
+ProgressFn = Callable[[int, int], None]  # (done, total)
 KV_BUDGET = 256 * 2**20  # bytes of KV cache one batch may hold (auto batch size)
 MIN_BATCH = 4
 
@@ -66,48 +66,6 @@ class GenPlan:
     calls: int = 0
     rows: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def lora_layers(model: Any) -> list[Any]:
-    """Every PEFT tuner layer inside `model` (empty for a plain transformers model)."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-
-
-def is_peft(model: Any) -> bool:
-    from peft import PeftModel
-
-    return isinstance(model, PeftModel)
-
-
-def can_mix(model: Any) -> bool:
-    """True when PEFT's mixed batch works: LoRA layers present, none merged, no DoRA."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in lora_layers(model) if isinstance(m, LoraLayer)]
-    if not is_peft(model) or not layers or len(layers) != len(lora_layers(model)):
-        return False
-    return not any(m.merged or any(m.use_dora.values()) for m in layers)
-
-
-@contextlib.contextmanager
-def adapters_off(model: Any) -> Iterator[None]:
-    """All tuner layers of `model` disabled for the block, previous switches restored after."""
-    layers = lora_layers(model)
-    before = [bool(getattr(m, "disable_adapters", False)) for m in layers]
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield
-    finally:
-        for m, was_off in zip(layers, before, strict=True):
-            m.enable_adapters(not was_off)
-
-
-def active_lora_layers(model: Any) -> int:
-    """How many tuner layers would change this model's output right now (not disabled)."""
-    return sum(1 for m in lora_layers(model) if not getattr(m, "disable_adapters", False))
 
 
 def generation_config(model: Any, tokenizer: Any, s: GenSettings) -> tuple[GenerationConfig,
@@ -227,7 +185,7 @@ def arm_context(arm: Arm) -> Iterator[None]:
 
 
 def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings: GenSettings,
-                  progress: Progress | None = None) -> tuple[dict[str, list[ArmOutput]], GenPlan,
+                  progress: ProgressFn | None = None) -> tuple[dict[str, list[ArmOutput]], GenPlan,
                                                              dict[str, Any]]:
     """Greedy (or seeded sampled) completions of every prompt under every arm."""
     import torch

@@ -13,50 +13,21 @@ import json
 import logging
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ftdiag.errors import FtdiagError
+from ftdiag.losslog import LossLog, _num, assign_series, from_records
 
 log = logging.getLogger(__name__)
 
-Series = list[tuple[int, float]]
 TB_TAGS = {"train": ("train/loss", "loss"), "eval": ("eval/loss", "eval_loss"),
            "grad_norm": ("train/grad_norm", "grad_norm"),
            "learning_rate": ("train/learning_rate", "learning_rate"),
            "epoch": ("train/epoch", "epoch"),
            "tokens": ("train/num_input_tokens_seen", "num_input_tokens_seen")}
-
-
-@dataclass
-class LossLog:
-    """Loss curves of one run, whatever file they came from (series are (step, value), sorted)."""
-
-    source: str
-    format: str = "none"  # trainer_state|tensorboard|csv|jsonl|llamafactory|wandb|mlflow|none
-    train: Series = field(default_factory=list)
-    eval: Series = field(default_factory=list)
-    grad_norm: Series = field(default_factory=list)
-    learning_rate: Series = field(default_factory=list)
-    epoch: Series = field(default_factory=list)
-    tokens_seen: int | None = None
-    global_step: int | None = None
-    max_steps: int | None = None
-    num_train_epochs: float | None = None
-    duplicates_merged: int = 0
-    was_unsorted: bool = False
-    notes: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)  # logsources.runconfig.KEYS found
-    label: str | None = None  # a name for runs that have no path (MLflow)
-
-    @property
-    def steps_done(self) -> int:
-        """Optimizer steps the run reached (global_step, else the last logged step)."""
-        last = max((s for series in (self.train, self.eval) for s, _ in series[-1:]), default=0)
-        return max(self.global_step or 0, last)
 
 
 def read_loss_log(path: str | Path, *, step_col: str = "step", loss_col: str = "loss",
@@ -182,7 +153,7 @@ def read_trainer_state(path: Path) -> LossLog:
     history = state.get("log_history")
     if not isinstance(history, list):
         raise FtdiagError(f"{path}: no log_history list", "is this a trainer_state.json?")
-    out = _from_records(str(path), "trainer_state", [r for r in history if isinstance(r, dict)],
+    out = from_records(str(path), "trainer_state", [r for r in history if isinstance(r, dict)],
                         "step", "loss", "eval_loss")
     out.global_step = _int(state.get("global_step")) or out.global_step
     out.max_steps = _int(state.get("max_steps")) or None
@@ -210,7 +181,7 @@ def read_jsonl(path: Path, *, step_col: str = "step", loss_col: str = "loss",
             if isinstance(rec, dict):
                 records.append(rec)
     _require_column(path, loss_col, eval_col, sorted({k for r in records for k in r}))
-    return _from_records(str(path), "jsonl", records, step_col, loss_col, eval_col)
+    return from_records(str(path), "jsonl", records, step_col, loss_col, eval_col)
 
 
 def read_csv(path: Path, *, step_col: str = "step", loss_col: str = "loss",
@@ -222,7 +193,7 @@ def read_csv(path: Path, *, step_col: str = "step", loss_col: str = "loss",
         records = [{k: _cell(v) for k, v in row.items() if k and v not in (None, "")}
                    for row in reader]
     _require_column(path, loss_col, eval_col, columns)
-    return _from_records(str(path), "csv", records, step_col, loss_col, eval_col)
+    return from_records(str(path), "csv", records, step_col, loss_col, eval_col)
 
 
 def read_tensorboard(path: Path, *, loss_col: str = "loss", eval_col: str = "eval_loss") -> LossLog:
@@ -258,7 +229,7 @@ def read_tensorboard(path: Path, *, loss_col: str = "loss", eval_col: str = "eva
         rows.sort(key=lambda r: r[0])  # by wall time: the latest write of a step wins
         steps = np.array([r[1] for r in rows], dtype=np.int64)
         values = np.array([r[2] for r in rows], dtype=np.float64)
-        _assign(out, key, steps, values)
+        assign_series(out, key, steps, values)
     if len(files) > 1:
         out.notes.append(f"merged {len(files)} event files")
     return out
@@ -266,45 +237,6 @@ def read_tensorboard(path: Path, *, loss_col: str = "loss", eval_col: str = "eva
 
 def _event_files(root: Path) -> list[Path]:
     return sorted(root.rglob("events.out.tfevents*"), key=lambda p: p.stat().st_mtime)
-
-
-def _from_records(source: str, fmt: str, records: list[dict[str, Any]], step_col: str,
-                  loss_col: str, eval_col: str) -> LossLog:
-    """Build a LossLog from dict records (trainer log_history or exported rows), vectorised."""
-    out = LossLog(source, fmt)
-    n = len(records)
-    steps = _floats([r.get(step_col) for r in records])
-    steps = np.where(np.isfinite(steps), steps, np.arange(n)).astype(np.int64)  # no step: row
-    columns = {"train": loss_col, "eval": eval_col, "grad_norm": "grad_norm",
-               "learning_rate": "learning_rate", "epoch": "epoch",
-               "tokens": "num_input_tokens_seen"}
-    for key, col in columns.items():
-        raw = [r.get(col) for r in records]
-        has = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
-        if has.any():
-            _assign(out, key, steps[has], _floats(raw)[has])
-    if n and steps.size > 1 and np.any(np.diff(steps) < 0):
-        out.was_unsorted = True
-    out.global_step = int(steps.max()) if n else None
-    return out
-
-
-def _assign(out: LossLog, key: str, steps: np.ndarray, values: np.ndarray) -> None:
-    """Sort by step, keep the last occurrence of each step, store on `out`."""
-    if steps.size == 0:
-        return
-    if steps.size > 1 and np.any(np.diff(steps) < 0):
-        out.was_unsorted = True
-    rev_steps = steps[::-1]
-    uniq, first_in_rev = np.unique(rev_steps, return_index=True)
-    kept = values[::-1][first_in_rev]
-    if key in ("train", "eval"):
-        out.duplicates_merged += int(steps.size - uniq.size)
-    if key == "tokens":
-        finite = kept[np.isfinite(kept)]
-        out.tokens_seen = int(finite[-1]) if finite.size else None
-        return
-    setattr(out, key, list(zip(uniq.tolist(), kept.tolist(), strict=True)))
 
 
 def _require_column(path: Path, loss_col: str, eval_col: str, columns: list[str]) -> None:
@@ -329,28 +261,11 @@ def _load_json(path: Path) -> Any:
                           "training stopped; try a checkpoint-*/trainer_state.json") from None
 
 
-def _floats(values: list[Any]) -> np.ndarray:
-    """Values as float64 (None and non-numbers become NaN), vectorised when the input allows."""
-    try:
-        return np.array(values, dtype=np.float64)  # None -> nan
-    except (TypeError, ValueError):
-        return np.array([_num(v) for v in values], dtype=np.float64)
-
-
 def _cell(value: str) -> Any:
     try:
         return float(value)
     except ValueError:
         return value
-
-
-def _num(value: Any, default: float = math.nan) -> float:
-    if isinstance(value, bool) or value is None:
-        return default
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return default
 
 
 def _int(value: Any) -> int | None:

@@ -79,28 +79,28 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
-                  force: bool = False) -> Report:
+                  force: bool = False, revision: str | None = None,
+                  adapter_revision: str | None = None) -> Report:
     """Merge in fp32, save model + tokenizer to `out` atomically, verify the saved model (B002)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ftdiag.abtest import BLOCKING, ABConfig, base_name_of, static_gate
-    from ftdiag.models import load_tokenizer, resolve_model_dir
+    from ftdiag.adapters.preflight import preflight, tokenizer_source
+    from ftdiag.models import load_tokenizer
 
-    adapter_dir, out = Path(adapter_dir), Path(out)
+    out = Path(out)
     _check_out(out, force)
-    if not adapter_dir.is_dir():
-        raise FtdiagError(f"adapter folder not found: {adapter_dir}")
-    base_dir = resolve_model_dir(base_name_of(ABConfig(adapter_dir, base)))
+    pre = preflight(adapter_dir, base, revision=revision, adapter_revision=adapter_revision)
+    adapter_dir = pre.adapter_dir
     report = Report("merge")
-    static = static_gate(ABConfig(adapter_dir, base), base_dir)
-    if static is not None:
-        report.add(*static.checks)
-        report.layers_run.append("S")
-        if any(c.code in BLOCKING and c.status == "fail" for c in static.checks):
-            report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
-            return report
+    report.add(*pre.static.checks)
+    report.layers_run.append("S")
+    if pre.blocked:
+        report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
+        return report
+    assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
+    base_dir = pre.base_dir
     report.add(precision_check(base_dir, adapter_dir))
     report.layers_run += ["R", "G"]
     try:
@@ -108,8 +108,7 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
         model: Any = PeftModel.from_pretrained(plain.eval(), str(adapter_dir)).eval()
     except Exception as exc:
         raise FtdiagError(f"cannot load base + adapter for merging: {exc}") from exc
-    tok_src = adapter_dir if (adapter_dir / "tokenizer_config.json").is_file() else base_dir
-    tokenizer = load_tokenizer(tok_src)
+    tokenizer = load_tokenizer(tokenizer_source(adapter_dir, base_dir) or base_dir)
     prompts = probe_prompts(adapter_dir, tokenizer)
     reference = _logits(model, tokenizer, prompts)
     merged = model.merge_and_unload()

@@ -137,3 +137,43 @@ def _as_text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def pick_records(titles: Path | None, from_train: Path | None, n: int, seed: int,
+                 title_field: str | None = None,
+                 reference_field: str | None = None) -> list[Record]:
+    """ab-test's titles (with references when present) from `titles`, or n sampled `from_train`."""
+    import random
+
+    if (titles is None) == (from_train is None):
+        raise FtdiagError("give exactly one of --titles FILE or --from-train DATA")
+    source = titles or from_train
+    assert source is not None
+    records = [r for r in read_records(source, title_field, reference_field) if r.title.strip()]
+    if not records:
+        raise FtdiagError(f"no titles in {source}")
+    if from_train is not None and n < len(records):
+        records = random.Random(seed).sample(records, n)
+    return records
+
+
+def run_titles(run_dir: Path, titles: Path | None, n: int, seed: int = 0) -> list[Record]:
+    """doctor's titles: `titles`, else those `ftdiag train` recorded, else its data; n sampled."""
+    import random
+
+    from ftdiag.templates import read_meta
+
+    records: list[Record] = []
+    if titles is not None:
+        records = read_records(titles)
+    elif (run_dir / "train_examples.jsonl").is_file():
+        records = read_records(run_dir / "train_examples.jsonl")
+    else:
+        data = read_meta(run_dir).get("data") or {}
+        path = data.get("path")
+        if path and Path(path).is_file():
+            records = read_records(path, data.get("title_field"), data.get("text_field"))
+    records = [r for r in records if r.title.strip()]
+    if len(records) > n:
+        records = random.Random(seed).sample(records, n)
+    return records

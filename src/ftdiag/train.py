@@ -24,8 +24,14 @@ from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import config_hash, pick_device_dtype, resolve_model_dir
-from ftdiag.templates import META_FILE, PromptTemplate, load_template
+from ftdiag.models import (
+    config_hash,
+    is_hub_id,
+    load_tokenizer,
+    pick_device_dtype,
+    resolve_model_dir,
+)
+from ftdiag.templates import META_FILE, PromptTemplate, load_template, read_meta
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +55,7 @@ class TrainConfig:
     data: str | Path
     out: str | Path
     base: str = "smollm2-135m"
+    revision: str | None = None  # Hub revision of `base` when it is a Hub id
     records: int | None = None
     eval_share: float = 0.1
     seed: int = 42
@@ -182,13 +189,15 @@ def build_model(base_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> Any:
         model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
     except Exception as exc:
         raise FtdiagError(f"cannot load model from {base_dir}: {exc}") from exc
+    if is_hub_id(cfg.base):  # the adapter records the Hub id (portable), not the cache path
+        model.name_or_path = cfg.base
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # else no gradient reaches the LoRA layers
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules or "all-linear", task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(model, lora, revision=cfg.revision)
     except ValueError as exc:
         raise FtdiagError(f"cannot apply LoRA: {exc}",
                           hint="check --target-modules against the model's module names") from exc
@@ -243,7 +252,8 @@ def build_meta(cfg: TrainConfig, base_dir: Path, template: PromptTemplate, token
     """ftdiag_meta.json: what other commands need to judge and reproduce this run."""
     return {
         "tool": "ftdiag", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "base": str(cfg.base), "base_dir": str(base_dir), "base_config_hash": config_hash(base_dir),
+        "base": str(cfg.base), "revision": cfg.revision, "base_dir": str(base_dir),
+        "base_config_hash": config_hash(base_dir),
         "base_fingerprint": weights_fingerprint(base_dir),
         "template": template.text, "template_source": template.source,
         "tokenizer": {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
@@ -287,13 +297,10 @@ def write_final_adapter(trainer: Any, out: Path) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def static_check(out: Path, base_dir: Path) -> Report | None:
-    """Static adapter checks (A001–A010) on the written adapter, when that module is present."""
-    try:
-        from ftdiag.adapters.static import run_static
-    except ImportError:  # pragma: no cover - another engineer's module
-        log.warning("ftdiag.adapters.static is not available: static check skipped")
-        return None
+def static_check(out: Path, base_dir: Path) -> Report:
+    """Static adapter checks (A001–A010) on the written adapter."""
+    from ftdiag.adapters.static import run_static
+
     return run_static(out, base_dir)
 
 
@@ -312,7 +319,7 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     `on_data(summary, checks)` is called (rank 0) once the data is ready, before training;
     `progress(StepInfo)` after every optimizer step.
     """
-    from transformers import AutoTokenizer, PrinterCallback, Trainer, set_seed
+    from transformers import PrinterCallback, Trainer, set_seed
 
     from ftdiag.train_callbacks import (
         GradCheckCallback,
@@ -325,12 +332,9 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     validate(cfg)
     out = Path(cfg.out).expanduser().resolve()
     checkpoint = check_out_dir(out, cfg.resume, cfg.force)
-    base_dir = resolve_model_dir(cfg.base)
+    base_dir = resolve_model_dir(cfg.base, cfg.revision)
     device, dtype = pick_device_dtype(cfg.device)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(base_dir))
-    except Exception as exc:
-        raise FtdiagError(f"cannot load a tokenizer from {base_dir}: {exc}") from exc
+    tokenizer = load_tokenizer(base_dir)
     set_training_pad(tokenizer)
     template = resolve_template(cfg)
 
@@ -400,12 +404,9 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     if main:
         atomic.write_text(out / "trainer_state.json", _state_json(state))
         result.static = static_check(out, base_dir)
-        if result.static is not None:
-            result.report.add(*result.static.checks)
-            result.report.layers_run.append("S")
-        else:
-            result.report.layers_skipped["S"] = "ftdiag.adapters.static not available"
-        meta = _read_json(out / META_FILE)
+        result.report.add(*result.static.checks)
+        result.report.layers_run.append("S")
+        meta = read_meta(out)
         meta["result"] = result_dict(result)
         atomic.write_json(out / META_FILE, meta)
     result.report.details.update(train=result_dict(result), data=asdict(data.summary))
@@ -427,13 +428,3 @@ def _state_json(state: Any) -> str:
     import json
 
     return json.dumps(asdict(state), indent=2, sort_keys=True, default=str) + "\n"
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}

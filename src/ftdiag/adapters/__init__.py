@@ -6,17 +6,14 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ftdiag.adapters.files import read_adapter
-from ftdiag.adapters.static import TINY_DELTA, run_static
+from ftdiag.adapters.preflight import Preflight, preflight, resolve_base, tokenizer_source
+from ftdiag.adapters.static import TINY_DELTA
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import is_embedded_name, resolve_model_dir
 
-__all__ = ["check_adapter", "resolve_base"]
+__all__ = ["AdapterLoadError", "check_adapter", "resolve_base", "runtime_layer"]
 
 log = logging.getLogger(__name__)
-
-NO_RUNTIME = {"A004": "adapter holds NaN/Inf (A004)"}
 
 
 class AdapterLoadError(Exception):
@@ -27,47 +24,30 @@ class AdapterLoadError(Exception):
         self.reason = reason
 
 
-def resolve_base(adapter_dir: str | Path, base: str | Path | None,
-                 config: dict[str, Any] | None) -> Path:
-    """--base, else base_model_name_or_path when it is a local folder or the embedded name."""
-    if base is not None:
-        return resolve_model_dir(base)
-    recorded = (config or {}).get("base_model_name_or_path")
-    if recorded and (is_embedded_name(recorded) or Path(str(recorded)).expanduser().is_dir()
-                     or str(recorded).endswith(".gguf")):
-        return resolve_model_dir(recorded)
-    raise FtdiagError(
-        f"cannot tell the base model of {adapter_dir}: base_model_name_or_path is "
-        f"{recorded!r}, not a local folder",
-        hint="pass --base PATH (a local HF folder, a .gguf file or 'smollm2-135m')")
-
-
 def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
                   probes: list[str] | None = None, static_only: bool = False, *,
                   model: Any = None, tokenizer: Any = None,
-                  threshold: float = TINY_DELTA) -> Report:
-    """Static checks on the files, then (unless static_only) runtime checks on the loaded model."""
-    files = read_adapter(adapter_dir)
-    base_dir: Path | None = None
-    if files.config is not None:
-        try:
-            base_dir = resolve_base(adapter_dir, base, files.config)
-        except FtdiagError:
-            if model is None:
-                raise
-    report = run_static(adapter_dir, base_dir, threshold=threshold)
-    if base_dir is not None:
-        report.details["base_dir"] = str(base_dir)
+                  threshold: float = TINY_DELTA, revision: str | None = None,
+                  adapter_revision: str | None = None) -> Report:
+    """Static checks on the files, then (unless static_only) runtime checks on the loaded model.
+
+    `adapter_dir` and `base` may be Hub ids (`revision` is the base's, `adapter_revision` the
+    adapter's); the static layer needs only the base's config, so --static-only fetches no weights.
+    """
+    pre = preflight(adapter_dir, base, base_required=model is None, threshold=threshold,
+                    revision=revision, adapter_revision=adapter_revision,
+                    weights=not static_only)
+    report = pre.static
+    if pre.base_dir is not None:
+        report.details["base_dir"] = str(pre.base_dir)
     if static_only:
         report.layers_skipped.setdefault("R", "--static-only")
-    if "R" in report.layers_skipped:
-        return report
-    blocked = [why for code, why in NO_RUNTIME.items() if code in report.codes()]
-    if blocked:
-        report.layers_skipped["R"] = blocked[0]
+    why = pre.no_runtime or report.layers_skipped.get("R")
+    if why:
+        report.layers_skipped["R"] = why
         return report
     try:
-        model, tokenizer = _load(adapter_dir, base_dir, model, tokenizer)
+        model, tokenizer = _load(pre, model, tokenizer)
     except AdapterLoadError as exc:  # the adapter does not fit the base: a fail, never a skip
         if report.verdict != "fail":  # else a static fail (A006/A008/A011...) already says why
             from ftdiag.adapters.consistency import loader_failure
@@ -78,29 +58,37 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
     except FtdiagError as exc:
         report.layers_skipped["R"] = f"cannot load the base: {exc.message[:300]}"
         return report
-    runtime = _audit(model, tokenizer, probes, adapter_dir)
+    from ftdiag.adapters.runtime import audit_runtime
+
+    runtime_layer(report, audit_runtime(model, None, tokenizer, probes, adapter_dir).report)
+    return report
+
+
+def runtime_layer(report: Report, runtime: Report) -> Report:
+    """Append the runtime layer's checks and details to a static report (check-adapter's shape)."""
     report.add(*runtime.checks)
     report.layers_run.append("R")
     report.details.update(runtime.details)
     return report
 
 
-def _load(adapter_dir: str | Path, base_dir: Path | None, model: Any,
-          tokenizer: Any) -> tuple[Any, Any]:
+def _load(pre: Preflight, model: Any, tokenizer: Any) -> tuple[Any, Any]:
     """The PeftModel and a raw tokenizer (adapter dir's, else the base's)."""
     if model is None:
         from ftdiag.models import load_adapter, load_base
 
-        assert base_dir is not None
-        loaded = load_base(base_dir)
+        assert pre.base_dir is not None
+        loaded = load_base(pre.base_dir)
         try:
-            model = load_adapter(loaded, adapter_dir)
+            model = load_adapter(loaded, pre.adapter_dir)
         except FtdiagError as exc:
-            raise AdapterLoadError(" ".join(str(exc.__cause__ or exc.message).split())) from exc
+            from ftdiag.adapters.consistency import loader_reason
+
+            raise AdapterLoadError(loader_reason(exc)) from exc
     if tokenizer is None:
         from transformers import AutoTokenizer
 
-        for src in (Path(adapter_dir), base_dir):
+        for src in (tokenizer_source(pre.adapter_dir, None), pre.base_dir):
             if src is not None and (src / "tokenizer_config.json").is_file():
                 try:
                     tokenizer = AutoTokenizer.from_pretrained(str(src))
@@ -108,10 +96,3 @@ def _load(adapter_dir: str | Path, base_dir: Path | None, model: Any,
                 except Exception as exc:  # unreadable tokenizer: try the next source
                     log.debug("tokenizer from %s failed: %s", src, exc)
     return model, tokenizer
-
-
-def _audit(model: Any, tokenizer: Any, probes: list[str] | None,
-           adapter_dir: str | Path) -> Report:
-    from ftdiag.adapters.runtime import audit_model
-
-    return audit_model(model, None, tokenizer, probes, adapter_dir)

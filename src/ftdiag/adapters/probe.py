@@ -5,12 +5,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ftdiag.adapters.live import adapters_off, preserved_state
 
 log = logging.getLogger(__name__)
 
@@ -45,47 +46,6 @@ def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
                 if text not in prompts:
                     prompts.append(text)
     return prompts
-
-
-def lora_layers(model: Any) -> list[tuple[str, Any]]:
-    """(name, module) of every PEFT tuner layer inside `model`."""
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
-
-
-@contextlib.contextmanager
-def preserved_state(model: Any) -> Iterator[None]:
-    """Eval mode during the probe; afterwards train flags and adapter switches restored."""
-    training = {m: m.training for m in model.modules()}
-    layers = [m for _, m in lora_layers(model)]
-    disabled = {m: getattr(m, "_disable_adapters", False) for m in layers}
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, t in training.items():
-            m.training = t
-        for m, d in disabled.items():
-            if getattr(m, "_disable_adapters", d) != d:
-                m._disable_adapters = d
-
-
-@contextlib.contextmanager
-def adapters_off(model: Any) -> Iterator[None]:
-    """The base arm: PeftModel.disable_adapter(), or switch the tuner layers off directly."""
-    if hasattr(model, "disable_adapter"):
-        with model.disable_adapter():
-            yield
-        return
-    layers = [m for _, m in lora_layers(model)]
-    for m in layers:
-        m.enable_adapters(False)
-    try:
-        yield
-    finally:
-        for m in layers:
-            m.enable_adapters(True)
 
 
 def _last_logits(model: Any, tokenizer: Any, text: str) -> Any:

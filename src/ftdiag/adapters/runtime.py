@@ -1,29 +1,50 @@
-"""Layer R of check-adapter: audit a live model object (R001-R006, R008, R009)."""
+"""Layer R: audit a live model object (R001-R006, R008, R009); the one owner of the R rules.
+
+check-adapter, ab-test, doctor and `ftdiag.audit_model` all call `audit_runtime`. Its `base`
+argument is the object the caller means to use as the base arm (None: the adapters switched off
+on the same weights); R004 proves that arm is the base model before any text is trusted.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ftdiag.adapters.probe import (
-    DiskMatch,
-    compare_with_disk,
-    default_probes,
-    logit_probe,
-    lora_layers,
-)
+from ftdiag.adapters.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
+from ftdiag.adapters.probe import DiskMatch, compare_with_disk, default_probes, logit_probe
 from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.generate import Arm, GenSettings, generation_config, mixed_logits, prompt_logits
 
 log = logging.getLogger(__name__)
 
 LOGIT_TOL = 1e-4
 
 
+@dataclass
+class RuntimeAudit:
+    """The R checks of one live model, and the arms they proved fit for an A/B comparison."""
+
+    report: Report
+    base_arm: Arm
+    adapter_arm: Arm
+    lora_layers: int
+
+
 def audit_model(model: Any, base: Any = None, tokenizer: Any = None,
                 probes: list[str] | None = None, adapter_dir: str | Path | None = None, *,
                 logit_tol: float = LOGIT_TOL) -> Report:
     """Check a loaded (PEFT) model as your app holds it: injected, active, eval, has an effect."""
+    return audit_runtime(model, base, tokenizer, probes, adapter_dir, logit_tol=logit_tol).report
+
+
+def audit_runtime(model: Any, base: Any = None, tokenizer: Any = None,
+                  probes: list[str] | None = None, adapter_dir: str | Path | None = None, *,
+                  logit_tol: float = LOGIT_TOL, settings: GenSettings | None = None,
+                  to_eval: bool = False) -> RuntimeAudit:
+    """Every R check once. settings: how the caller will generate (R008 judges those);
+    to_eval: leave the model in eval mode (for generating) instead of restoring its mode."""
     report = Report("check-adapter", layers_run=["R"])
     layers = lora_layers(model)
     status = _peft_status(model)
@@ -31,12 +52,16 @@ def audit_model(model: Any, base: Any = None, tokenizer: Any = None,
     lines = _status_lines(model, status, matches, adapter_dir)
     rt: dict[str, Any] = {"status": lines, "lora_layers": len(layers)}
     report.details["runtime"] = rt
-    report.add(_injected(model, layers, matches), _active(status, matches, layers),
-               _train_mode(model), _contaminated(model, base))
-    report.add(_effect(model, tokenizer, probes, adapter_dir, layers, status, rt, logit_tol))
-    report.add(_on_disk(matches, adapter_dir, layers), _sampling(model))
+    r003 = _train_mode(model, to_eval)
+    if tokenizer is not None:
+        probes = probes or default_probes(adapter_dir, tokenizer)
+    r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers)
+    report.add(_injected(model, layers, matches), _active(status, matches, layers), r003, r004)
+    report.add(_effect(model, tokenizer, probes, layers, status, rt, logit_tol))
+    report.add(_on_disk(matches, adapter_dir, layers), _sampling(model, tokenizer, settings))
     report.add(_pad_is_eos(tokenizer, adapter_dir))
-    return report
+    adapter_arm = Arm("adapter", model, str(getattr(model, "active_adapter", "default")))
+    return RuntimeAudit(report, base_arm, adapter_arm, len(layers))
 
 
 def _peft_status(model: Any) -> dict[str, Any]:
@@ -81,8 +106,8 @@ def _injected(model: Any, layers: list[tuple[str, Any]], matches: list[DiskMatch
     if not layers:
         return finding("R001", f"{type(model).__name__} has no LoRA layers",
                        hint="load with PeftModel.from_pretrained(base, adapter_dir)")
-    bs = [p for n, p in model.named_parameters() if ".lora_B." in n or "lora_embedding_B" in n]
-    if bs and not any(bool(p.detach().any()) for p in bs):
+    has_b = any(".lora_B." in n or "lora_embedding_B" in n for n, _ in model.named_parameters())
+    if has_b and not lora_b_nonzero(model):
         if any(m.ok for m in matches):
             return passed("R001", f"{len(layers)} LoRA layers injected; their lora_B are zero "
                                   "exactly as in the file (see A003)", lora_layers=len(layers))
@@ -118,40 +143,85 @@ def _active(st: dict[str, Any], matches: list[DiskMatch],
     return passed("R002", f"enabled, active adapters {active}")
 
 
-def _train_mode(model: Any) -> Finding:
-    """R003: the model and its dropout modules are in eval mode."""
+def _train_mode(model: Any, to_eval: bool) -> Finding:
+    """R003: the model and its dropout modules are in eval mode (switched there when to_eval)."""
     import torch.nn as nn
 
     drops = [n for n, m in model.named_modules()
              if isinstance(m, nn.Dropout) and m.training and m.p > 0]
     if model.training or drops:
-        return finding("R003", f"model.training={model.training}, {len(drops)} dropout modules "
-                               "active" + (f" (e.g. {drops[0]})" if drops else ""),
-                       hint="call model.eval() before generating",
+        message = (f"model.training={model.training}, {len(drops)} dropout modules active"
+                   + (f" (e.g. {drops[0]})" if drops else ""))
+        if to_eval:
+            model.eval()
+            message += "; switched to eval"
+        return finding("R003", message, hint="call model.eval() before generating",
                        training=model.training, dropout_modules=drops[:10], count=len(drops))
     return passed("R003", "eval mode, no active dropout")
 
 
-def _contaminated(model: Any, base: Any) -> Finding:
-    """R004: the object used as the base arm must not carry LoRA layers."""
-    if base is None:
-        return Finding("R004", "skip", "skipped: no separate base object (base arm = "
-                                       "disable_adapter())")
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else None
-    layers = lora_layers(base)
-    if layers or base is model or base is inner:
-        same = "is the adapter model's own base module" if base is inner or base is model else \
-            f"carries {len(layers)} LoRA layers"
-        return finding("R004", f"the 'base' object {same}: PEFT injected the adapter in place",
-                       hint="load a second, clean base for comparisons, or use "
-                            "`with model.disable_adapter():` as the base arm",
-                       lora_layers=len(layers), same_object=base is inner or base is model)
-    return passed("R004", "the base object carries no LoRA layers")
+def _base_arm(model: Any, base: Any, tokenizer: Any, probe: list[str],
+              layers: list[tuple[str, Any]]) -> tuple[Finding, Arm]:
+    """R004: the object used as the base arm carries no LoRA and returns the base's logits.
+
+    A contaminated `base` is replaced by the adapters switched off on `model` (one weight copy).
+    """
+    off = Arm("base", model, BASE)
+    if not layers:
+        return Finding("R004", "skip", "skipped: no LoRA layers (R001)"), off
+    arm, bad = off, None
+    if base is not None:
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else None
+        carried = len(lora_layers(base))
+        if carried or base is model or base is inner:
+            same = "is the adapter model's own base module" if base is inner or base is model \
+                else f"carries {carried} LoRA layers"
+            bad = finding("R004", f"the 'base' object {same}: PEFT injected the adapter in place, "
+                          "so base-vs-adapter would compare the adapter with itself",
+                          hint="load a second, clean base for comparisons, or use "
+                               "`with model.disable_adapter():` as the base arm (ftdiag did)",
+                          lora_layers=carried, same_object=base is inner or base is model,
+                          replaced_by="disable_adapter")
+        else:
+            arm = Arm("base", base, None)
+    if tokenizer is None or not probe:
+        return bad or (passed("R004", "the base object carries no LoRA layers") if base is not None
+                       else Finding("R004", "skip", "skipped: no tokenizer to probe the base arm")
+                       ), arm
+    if bad is not None:
+        return bad, arm
+    with preserved_state(model):
+        return _probe_base_arm(model, arm, off, tokenizer, probe[0]), arm
+
+
+def _probe_base_arm(model: Any, arm: Arm, off: Arm, tokenizer: Any, probe: str) -> Finding:
+    """R004 on one prompt: the base arm's logits differ from the adapter's when lora_B != 0."""
+    from ftdiag.compare import logit_gap
+
+    adapter_name = str(getattr(model, "active_adapter", "default"))
+    mixed = arm.adapter == BASE and can_mix(model)
+    if mixed:
+        got_base, got_adapter = mixed_logits(model, tokenizer, probe, [BASE, adapter_name])
+        path_gap = logit_gap(prompt_logits(off, tokenizer, [probe]), [got_base])
+        if not path_gap.within:
+            return finding("R004", "mixed-batch base rows disagree with disable_adapter() "
+                           f"(max |Δlogit| {path_gap.max_abs:.3g})", max_abs_diff=path_gap.max_abs)
+    else:
+        got_base = prompt_logits(arm, tokenizer, [probe])[0]
+        got_adapter = prompt_logits(Arm("adapter", model, adapter_name), tokenizer, [probe])[0]
+    gap = logit_gap([got_base], [got_adapter])
+    if lora_b_nonzero(model) and gap.max_abs == 0.0:
+        return finding("R004", "the base arm returns exactly the adapter's logits although "
+                       "lora_B is non-zero: it is not the base model", max_abs_diff=0.0)
+    path = ("mixed batch __base__" if mixed else "separate model" if arm.adapter is None
+            else "disable_adapter()")
+    return passed("R004", f"base arm is the base model: LoRA off, max |Δlogit| vs adapter "
+                  f"{gap.max_abs:.3g}", path=path, max_abs_diff=gap.max_abs)
 
 
 def _effect(model: Any, tokenizer: Any, probes: list[str] | None,
-            adapter_dir: str | Path | None, layers: list[tuple[str, Any]], st: dict[str, Any],
-            rt: dict[str, Any], tol: float) -> Finding:
+            layers: list[tuple[str, Any]], st: dict[str, Any], rt: dict[str, Any],
+            tol: float) -> Finding:
     """R005: the adapter must change next-token logits on the probe prompts."""
     if not layers:
         return Finding("R005", "skip", "skipped: no LoRA layers (R001)")
@@ -159,8 +229,7 @@ def _effect(model: Any, tokenizer: Any, probes: list[str] | None,
         return Finding("R005", "skip", "skipped: no tokenizer given")
     if st.get("merged_adapters"):
         return Finding("R005", "skip", "skipped: adapter merged, no base arm without unmerging")
-    prompts = probes or default_probes(adapter_dir, tokenizer)
-    res = logit_probe(model, tokenizer, prompts)
+    res = logit_probe(model, tokenizer, probes or [])
     rt["probe"] = {"max_abs_diff": res.max_abs_diff, "mean_kl": res.mean_kl,
                    "greedy_changed": res.greedy_changed, "prompts": res.prompts,
                    "tolerance": tol, "per_prompt": res.per_prompt}
@@ -196,8 +265,20 @@ def _on_disk(matches: list[DiskMatch], adapter_dir: str | Path | None,
                    dropped=m.dropped[:20], differing=m.differing[:20], max_diff=m.max_diff)
 
 
-def _sampling(model: Any) -> Finding:
-    """R008: generation_config must not sample when outputs are compared."""
+def _sampling(model: Any, tokenizer: Any, settings: GenSettings | None) -> Finding:
+    """R008: generation must not sample when outputs are compared.
+
+    settings: how ftdiag will generate (it overrides generation_config); None: judge the model's.
+    """
+    if settings is not None:
+        if settings.do_sample:
+            return finding("R008", f"sampling at temperature {settings.temperature} (seed "
+                           f"{settings.seed}): differences may be chance",
+                           hint="drop --sample for a greedy A/B",
+                           temperature=settings.temperature, seed=settings.seed)
+        over = generation_config(model, tokenizer, settings)[1] if tokenizer is not None else {}
+        note = f" (overrode {over} from generation_config.json)" if over else ""
+        return passed("R008", f"greedy decoding, num_beams=1{note}", overridden=over)
     gc = getattr(model, "generation_config", None)
     if gc is not None and getattr(gc, "do_sample", False):
         return finding("R008", f"generation_config.do_sample=True (temperature="

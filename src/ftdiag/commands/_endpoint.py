@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ftdiag.commands._common import emit, write_reports
 from ftdiag.errors import FtdiagError
 from ftdiag.records import Record
 
@@ -11,12 +12,12 @@ from ftdiag.records import Record
 def run_endpoint(*, url: str, served_base: str | None, served_adapter: str | None,
                  adapter: Path | None, base: str | None, records: list[Record],
                  template: Path | None, chat_template: bool, chat: bool, request_extra: str | None,
+                 base_request_extra: str | None,
                  api_key: str | None, concurrency: int, timeout: float, max_new_tokens: int,
                  batch_size: int, seed: int, max_identical: float | None, show: int,
                  json_out: bool, markdown: Path | None, html: Path | None, junit: Path | None,
                  strict: bool) -> None:
     """Ask the server, compare, render, exit (0 pass, 1 fail, 2 bad input or no server)."""
-    from ftdiag.commands._common import emit
     from ftdiag.endpoint import EndpointConfig, EndpointSpec, parse_extra, run_endpoint_test
     from ftdiag.render import endpoint as render
     from ftdiag.render.progress import stage_progress
@@ -30,24 +31,16 @@ def run_endpoint(*, url: str, served_base: str | None, served_adapter: str | Non
     tpl = (load_template(template, chat_template or (chat and template is None))
            if template or chat_template or chat else None)
     cfg = EndpointConfig(url=url, api_key=api_key, chat=chat,
-                         request_extra=parse_extra(request_extra), max_tokens=max_new_tokens,
+                         request_extra=parse_extra(request_extra, "--request-extra"),
+                         base_request_extra=parse_extra(base_request_extra,
+                                                        "--base-request-extra"),
+                         max_tokens=max_new_tokens,
                          seed=seed, concurrency=concurrency, timeout=timeout)
     spec = EndpointSpec(cfg, served_base, served_adapter, adapter_dir=adapter, base=base,
                         template=tpl, batch_size=batch_size, max_identical=max_identical)
     with stage_progress(enabled=not json_out) as (stage, progress):
         result = run_endpoint_test(spec, records, stage=stage, progress=progress)
-    for path, to_text in ((markdown, render.to_markdown), (html, render.to_html),
-                          (junit, render.to_junit)):
-        if path is not None:
-            _write(path, to_text(result))
+    write_reports(result, ((markdown, render.to_markdown), (html, render.to_html),
+                           (junit, render.to_junit)))
     emit(result.report, json_out=json_out, strict=strict,
          render=lambda _rep, console: render.print_endpoint(result, console, show=show))
-
-
-def _write(path: Path, text: str) -> None:
-    from ftdiag import atomic
-
-    try:
-        atomic.write_text(path, text)
-    except OSError as exc:
-        raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from exc

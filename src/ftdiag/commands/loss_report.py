@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors, write_report
+
 if TYPE_CHECKING:
     from ftdiag.logs import LossLog
 
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("loss-report")
     @handle_errors
     def loss_report_cmd(
@@ -38,10 +38,9 @@ def register(app: typer.Typer) -> None:
         """Did the training converge? Loss trend, spikes, NaN, overfitting, steps (L001–L008)."""
         from functools import partial
 
-        from ftdiag.commands._common import emit
         from ftdiag.convergence import loss_report
         from ftdiag.errors import FtdiagError
-        from ftdiag.render.loss import print_loss_report, save_png
+        from ftdiag.render.loss import png_bytes, print_loss_report
 
         if bool(mlflow_uri) != bool(run_ids):
             raise FtdiagError("--mlflow-uri and --run-id go together",
@@ -57,6 +56,6 @@ def register(app: typer.Typer) -> None:
         report = loss_report(runs, min_steps=min_steps, step_col=step_col,
                              loss_col=loss_col, eval_col=eval_col)
         if png is not None:
-            save_png(report, png)
+            write_report(png, png_bytes(report))
         emit(report, json_out=json_out, strict=strict,
              render=partial(print_loss_report, plot=plot))

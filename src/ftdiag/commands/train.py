@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors
+
 
 def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
@@ -20,15 +22,15 @@ def _targets(value: str | None) -> list[str] | None:
 
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("train")
     @handle_errors
     def train_cmd(
         data: Path = typer.Option(..., "--data", help="trn.json / JSONL / JSON / CSV records."),
         out: Path = typer.Option(..., "--out", help="Output dir (adapter at its top level)."),
         base: str = typer.Option("smollm2-135m", "--base",
-                                 help="HF folder, .gguf file or 'smollm2-135m'."),
+                                 help="HF folder, .gguf file, 'smollm2-135m' or Hub id."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
         records: int | None = typer.Option(None, "--records", min=1,
                                            help="Use the first N records (all when N > file)."),
         eval_share: float = typer.Option(0.1, "--eval-share", help="Share of titles held out."),
@@ -60,7 +62,6 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     ) -> None:
         """Fine-tune a causal LM with LoRA on title → description data and check the result."""
-        from ftdiag.commands._common import emit
         from ftdiag.errors import FtdiagError
         from ftdiag.render.console import err
         from ftdiag.render.console import out as stdout
@@ -71,7 +72,8 @@ def register(app: typer.Typer) -> None:
         if template is not None and chat_template:
             raise FtdiagError("--template and --chat-template exclude each other")
         cfg = TrainConfig(
-            data=data, out=out, base=base, records=records, eval_share=eval_share, seed=seed,
+            data=data, out=out, base=base, revision=revision, records=records,
+            eval_share=eval_share, seed=seed,
             epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
             lora_dropout=lora_dropout, target_modules=_targets(target_modules),
             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,

@@ -28,7 +28,8 @@ class EndpointConfig:
     url: str
     api_key: str | None = None
     chat: bool = False  # /v1/chat/completions (server's chat template) instead of /v1/completions
-    request_extra: dict[str, Any] = field(default_factory=dict)
+    request_extra: dict[str, Any] = field(default_factory=dict)  # adapter requests (lora, ...)
+    base_request_extra: dict[str, Any] = field(default_factory=dict)  # base requests
     max_tokens: int = 128
     seed: int = 0
     concurrency: int = 8
@@ -43,6 +44,7 @@ class Served:
     name: str
     texts: list[str | None]
     finish: list[str | None]
+    tokens: list[int | None] = field(default_factory=list)  # completion tokens (server's usage)
     error: str | None = None  # the server's error text (status and body) for this name
 
     @property
@@ -61,16 +63,16 @@ def base_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
-def parse_extra(text: str | None) -> dict[str, Any]:
-    """--request-extra JSON: an object of fields added to every request body."""
+def parse_extra(text: str | None, option: str = "--request-extra") -> dict[str, Any]:
+    """A JSON object of fields added to request bodies (llama-server `lora`, TGI `adapter_id`)."""
     if not text:
         return {}
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise FtdiagError(f"--request-extra is not JSON: {exc}") from exc
+        raise FtdiagError(f"{option} is not JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise FtdiagError("--request-extra must be a JSON object, e.g. '{\"adapter_id\": \"x\"}'")
+        raise FtdiagError(f"{option} must be a JSON object, e.g. '{{\"adapter_id\": \"x\"}}'")
     return value
 
 
@@ -117,45 +119,49 @@ def _status_text(exc: Exception) -> str:
     return f"HTTP {status}: {body}" if status else body
 
 
-async def _complete(client: Any, cfg: EndpointConfig, model: str, prompt: Any) -> tuple[str, str]:
+async def _complete(client: Any, cfg: EndpointConfig, model: str, extra: dict[str, Any],
+                    prompt: Any) -> tuple[str, str, int | None]:
     """One greedy request; `prompt` is a string, or chat messages with cfg.chat."""
     common: dict[str, Any] = {"model": model, "max_tokens": cfg.max_tokens, "temperature": 0.0,
                               "seed": cfg.seed}
-    extra = cfg.request_extra or None
     if cfg.chat:
         resp = await client.chat.completions.create(
-            messages=prompt, extra_body=extra, **common)
+            messages=prompt, extra_body=extra or None, **common)
         choice = resp.choices[0]
         text = choice.message.content
     else:
-        resp = await client.completions.create(prompt=prompt, extra_body=extra, **common)
+        resp = await client.completions.create(prompt=prompt, extra_body=extra or None,
+                                               **common)
         choice = resp.choices[0]
         text = choice.text
     if not isinstance(text, str):
         raise TypeError(f"no text in the answer: {str(resp)[:200]}")
-    return text, str(choice.finish_reason)
+    usage = getattr(resp, "usage", None)
+    return text, str(choice.finish_reason), getattr(usage, "completion_tokens", None)
 
 
-async def _run(cfg: EndpointConfig, jobs: list[tuple[str, int, Any]],
+async def _run(cfg: EndpointConfig, arms: dict[str, tuple[str, dict[str, Any]]],
+               jobs: list[tuple[str, int, Any]],
                progress: Progress | None) -> tuple[dict[str, Served], list[str] | None]:
     import openai
 
-    names = list(dict.fromkeys(name for name, _, _ in jobs))
     n_prompts = max((i for _, i, _ in jobs), default=-1) + 1
-    served = {n: Served(n, [None] * n_prompts, [None] * n_prompts) for n in names}
+    served = {arm: Served(name, [None] * n_prompts, [None] * n_prompts, [None] * n_prompts)
+              for arm, (name, _) in arms.items()}
     client = make_client(cfg)
     gate = asyncio.Semaphore(max(1, cfg.concurrency))
     done = 0
 
-    async def one(name: str, i: int, prompt: Any) -> None:
+    async def one(arm: str, i: int, prompt: Any) -> None:
         nonlocal done
-        record = served[name]
+        record = served[arm]
+        name, extra = arms[arm]
         if record.error is None:  # after a name's first error its other prompts are skipped
             async with gate:
                 if record.error is None:
                     try:
-                        record.texts[i], record.finish[i] = await _complete(client, cfg, name,
-                                                                            prompt)
+                        (record.texts[i], record.finish[i],
+                         record.tokens[i]) = await _complete(client, cfg, name, extra, prompt)
                     except openai.APITimeoutError:
                         raise
                     except (openai.APIStatusError, openai.APIConnectionError) as exc:
@@ -195,12 +201,13 @@ async def _list_models(client: Any) -> list[str] | None:
     return [str(m.id) for m in page.data]
 
 
-def fetch(cfg: EndpointConfig, names: list[str], prompts: list[Any],
+def fetch(cfg: EndpointConfig, arms: dict[str, tuple[str, dict[str, Any]]], prompts: list[Any],
           progress: Progress | None = None) -> tuple[dict[str, Served], list[str] | None]:
-    """Every prompt under every model name, then /v1/models (lazy servers list what they loaded).
+    """Every prompt under every arm (model name, extra body fields), then /v1/models.
 
+    /v1/models is read after the requests too: lazy servers list only what they loaded.
     `prompts` are strings (/v1/completions) or chat message lists (cfg.chat).
-    Returns each name's answers and the listed names (None where the server lists none).
+    Returns each arm's answers and the listed names (None where the server lists none).
     """
-    jobs = [(name, i, p) for i, p in enumerate(prompts) for name in names]
-    return asyncio.run(_run(cfg, jobs, progress))
+    jobs = [(arm, i, p) for i, p in enumerate(prompts) for arm in arms]
+    return asyncio.run(_run(cfg, arms, jobs, progress))

@@ -68,6 +68,17 @@ class EndpointSummary:
     first_drift_token: dict[str, float | int | None] = field(default_factory=dict)
     listed_models: list[str] | None = None
     local_reference: bool = False
+    completion_tokens: dict[str, int] = field(default_factory=dict)  # per served arm (usage)
+
+
+@dataclass
+class LocalReference:
+    """The local ab-test on the same titles: its checks, prompts, base/adapter texts, tokenizer."""
+
+    report: Report
+    prompts: list[str]
+    texts: dict[str, list[str]]
+    tokenizer: Any = None
 
 
 @dataclass
@@ -77,6 +88,7 @@ class EndpointResult:
     report: Report
     rows: list[EndpointRow] = field(default_factory=list)
     summary: EndpointSummary | None = None
+    reference: LocalReference | None = field(default=None, repr=False)  # reusable, not reported
 
 
 def chat_messages(title: str) -> list[dict[str, str]]:
@@ -85,11 +97,12 @@ def chat_messages(title: str) -> list[dict[str, str]]:
             {"role": "user", "content": f"Title: {title}"}]
 
 
-def _local(spec: EndpointSpec, records: list[Record], progress: Progress | None) -> tuple[
-        Report, list[str], dict[str, list[str]], Any]:
-    """Local ab-test on the same titles: its report, prompts, base/adapter texts and tokenizer."""
-    from ftdiag.abtest import ABConfig, base_name_of, run_ab_test
-    from ftdiag.models import load_tokenizer, resolve_model_dir
+def local_reference(spec: EndpointSpec, records: list[Record],
+                    progress: Progress | None = None) -> LocalReference:
+    """Local ab-test on the same titles (one weight copy): the reference the server must match."""
+    from ftdiag.abtest import ABConfig, run_ab_test
+    from ftdiag.adapters.preflight import resolve_base
+    from ftdiag.models import load_tokenizer
 
     assert spec.adapter_dir is not None
     cfg = ABConfig(adapter_dir=spec.adapter_dir, base=spec.base, template=spec.template,
@@ -97,60 +110,70 @@ def _local(spec: EndpointSpec, records: list[Record], progress: Progress | None)
                    seed=spec.endpoint.seed)
     ab = run_ab_test(cfg, records, progress=progress)
     texts = {arm: [r.outputs[arm] for r in ab.rows] for arm in (LOCAL_BASE, LOCAL_ADAPTER)}
-    tokenizer = load_tokenizer(resolve_model_dir(base_name_of(cfg))) if ab.rows else None
-    return ab.report, [r.prompt for r in ab.rows], texts, tokenizer
+    tokenizer = load_tokenizer(resolve_base(cfg.adapter_dir, cfg.base)) if ab.rows else None
+    return LocalReference(ab.report, [r.prompt for r in ab.rows], texts, tokenizer)
 
 
 def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
                       stage: Callable[[str], None] | None = None,
-                      progress: Progress | None = None) -> EndpointResult:
-    """Local reference (with an adapter), then every prompt to the served base and adapter."""
+                      progress: Progress | None = None,
+                      reference: LocalReference | None = None) -> EndpointResult:
+    """Local reference (with an adapter), then every prompt to the served base and adapter.
+
+    reference: a LocalReference computed earlier for the same spec and titles (reused as is).
+    """
     records = [r for r in records if r.title.strip()]
     if not records:
         raise FtdiagError("no titles to test (all empty)")
-    if spec.served_base == spec.served_adapter:
-        raise FtdiagError("--served-base and --served-adapter name the same model",
-                          hint="the comparison needs the base's name and the adapter's name")
+    cfg = spec.endpoint
+    if spec.served_base == spec.served_adapter and cfg.request_extra == cfg.base_request_extra:
+        raise FtdiagError("--served-base and --served-adapter ask for the same thing",
+                          hint="give two model names, or select the adapter by --request-extra "
+                          "(and the base by --base-request-extra)")
     report = Report("ab-test")
     local: dict[str, list[str]] = {}
     tokenizer = None
     template = spec.template or PromptTemplate()
     prompts = [template.render(r.title) for r in records] if not template.is_chat else []
-    if spec.adapter_dir is not None:
+    if spec.adapter_dir is not None and reference is None:
         if stage:
             stage(f"local base and adapter on {len(records)} titles")
-        local_report, local_prompts, local, tokenizer = _local(spec, records, progress)
-        report.add(*local_report.checks)
-        report.layers_run += local_report.layers_run
-        report.layers_skipped.update(local_report.layers_skipped)
-        if local_prompts:
-            prompts = local_prompts
-        else:  # the static gate stopped the local run: the server is still asked
-            local = {}
+        reference = local_reference(spec, records, progress)
+    if reference is not None:
+        report.add(*reference.report.checks)
+        report.layers_run += reference.report.layers_run
+        report.layers_skipped.update(reference.report.layers_skipped)
+        if reference.prompts:
+            prompts, local, tokenizer = reference.prompts, reference.texts, reference.tokenizer
+        # else the static gate stopped the local run: the server is still asked
     chat = spec.endpoint.chat
     sent: list[Any] = [chat_messages(r.title) for r in records] if chat else prompts
     if not sent:
         raise FtdiagError("the tokenizer's chat template needs --adapter (or use --chat)")
     if stage:
         stage(f"served {spec.served_base} and {spec.served_adapter}")
-    served, listed = fetch(spec.endpoint, [spec.served_base, spec.served_adapter], sent, progress)
+    arms = {SERVED_BASE: (spec.served_base, cfg.base_request_extra),
+            SERVED_ADAPTER: (spec.served_adapter, cfg.request_extra)}
+    served, listed = fetch(cfg, arms, sent, progress)
     route = "/v1/chat/completions" if chat else "/v1/completions"
     summary = EndpointSummary(spec.endpoint.url, spec.served_base, spec.served_adapter, route,
-                              n=len(records), listed_models=listed, local_reference=bool(local))
+                              n=len(records), listed_models=listed, local_reference=bool(local),
+                              completion_tokens={arm: sum(t or 0 for t in s.tokens)
+                                                 for arm, s in served.items()})
     rows = _rows(records, sent, served, local, tokenizer)
     report.layers_run.append("E")
     report.details.update(endpoint=summary, rows=rows)
-    missing = [_name_check(served[n], listed) for n in (spec.served_base, spec.served_adapter)]
+    missing = [_name_check(served[arm], listed) for arm in (SERVED_BASE, SERVED_ADAPTER)]
     report.add(*missing)
     if any(c.status == "fail" for c in missing):
         why = "requests failed (E003)"
         report.add(*(Finding(code, "skip", why) for code in ("E001", "E002", "E004")))
-        return EndpointResult(report, rows, summary)
+        return EndpointResult(report, rows, summary, reference)
     _count(summary, rows, local)
     report.add(_identical_check(summary, spec))
     e002 = _base_check(summary, rows, local)
     report.add(e002, _drift_check(summary, rows, local, e002))
-    return EndpointResult(report, rows, summary)
+    return EndpointResult(report, rows, summary, reference)
 
 
 def _tokens(text: str, tokenizer: Any) -> list[Any]:
@@ -161,10 +184,9 @@ def _tokens(text: str, tokenizer: Any) -> list[Any]:
 
 def _rows(records: list[Record], sent: list[Any], served: dict[str, Served],
           local: dict[str, list[str]], tokenizer: Any) -> list[EndpointRow]:
-    names = list(served)
     rows = []
     for i, rec in enumerate(records):
-        sb, sa = served[names[0]].texts[i], served[names[1]].texts[i]
+        sb, sa = served[SERVED_BASE].texts[i], served[SERVED_ADAPTER].texts[i]
         outputs: dict[str, str | None] = {SERVED_BASE: sb, SERVED_ADAPTER: sa}
         outputs.update({arm: texts[i] for arm, texts in local.items()})
         prompt = sent[i] if isinstance(sent[i], str) else sent[i][-1]["content"]

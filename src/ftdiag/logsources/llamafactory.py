@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from ftdiag.errors import FtdiagError
-from ftdiag.logs import LossLog, _from_records
+from ftdiag.losslog import LossLog, from_records
 
 FILE = "trainer_log.jsonl"
 _COLUMNS = {"current_steps": "step", "loss": "loss", "eval_loss": "eval_loss",
@@ -47,7 +47,7 @@ def read_trainer_log(path: Path) -> LossLog:
             total_steps = rec.get("total_steps", total_steps)
             if "loss" in rec or "eval_loss" in rec:
                 records.append({new: rec[old] for old, new in _COLUMNS.items() if old in rec})
-    out = _from_records(str(path), "llamafactory", records, "step", "loss", "eval_loss")
+    out = from_records(str(path), "llamafactory", records, "step", "loss", "eval_loss")
     if isinstance(total_steps, int | float) and total_steps > 0:
         out.max_steps = int(total_steps)
     return out

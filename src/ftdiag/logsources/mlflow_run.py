@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ftdiag.errors import FtdiagError
-from ftdiag.logs import LossLog, _from_records
 from ftdiag.logsources.runconfig import normalise
+from ftdiag.losslog import LossLog, from_records
 
 HINT_INSTALL = "pip install 'ftdiag[mlflow]', or pip install mlflow"
 KEYS = {"loss": ("loss", "train/loss", "train_loss"),
@@ -92,7 +92,7 @@ def read_mlflow_run(uri: str, run_id: str, *, loss_col: str = "loss",
     except OSError as exc:
         raise FtdiagError(f"MLflow {uri}: {_first_line(exc)}") from None
     records.sort(key=lambda r: r[0])  # by time: the latest write of a step wins
-    out = _from_records(f"{uri}#{run_id}", "mlflow", [r for _, r in records], "step", "loss",
+    out = from_records(f"{uri}#{run_id}", "mlflow", [r for _, r in records], "step", "loss",
                         "eval_loss")
     out.label = run.info.run_name or run_id[:8]
     out.config = normalise(run.data.params)

@@ -30,17 +30,21 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "gradient_accumulation_steps": ("gradient_accumulation_steps",),
 }
 KEYS = tuple(ALIASES)
+_SHORT = {"lr", "epochs", "r", "alpha", "batch_size"}
 _AXOLOTL_YAML = re.compile(r"See axolotl config.*?```yaml\n(.*?)```", re.S)
 
 
 def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The KEYS found in `raw` (nested dicts searched; a top-level name beats a nested one)."""
+    """The KEYS found in `raw`: alias order first (`lora_alpha` beats `alpha`), then the
+    shallowest; a short alias (r, alpha, lr, ...) counts nested only under a peft/lora key, so a
+    model config's `rope_scaling.alpha` is not taken for LoRA's."""
     flat = _flatten(raw)
     out: dict[str, Any] = {}
     for key, names in ALIASES.items():
-        # shortest path first (top level), then alias order
-        hits = sorted((path.count("."), names.index(path.rsplit(".", 1)[-1]), path)
-                       for path in flat if path.rsplit(".", 1)[-1] in names)
+        hits = sorted((names.index(path.rsplit(".", 1)[-1]), path.count("."), path)
+                      for path in flat if path.rsplit(".", 1)[-1] in names
+                      and (path.rsplit(".", 1)[-1] not in _SHORT or "." not in path
+                           or any(w in path.lower() for w in ("peft", "lora"))))
         for *_, path in hits:
             value = _number(flat[path])
             if value is not None and not (key == "max_steps" and value <= 0):

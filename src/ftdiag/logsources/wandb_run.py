@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.errors import FtdiagError
-from ftdiag.logs import LossLog, _from_records
 from ftdiag.logsources.runconfig import normalise
+from ftdiag.losslog import LossLog, from_records
 
 HINT_INSTALL = "pip install 'ftdiag[wandb]', or pip install 'wandb>=0.31'"
 # series -> W&B keys, first found wins: transformers' WandbCallback logs "train/loss", ...
@@ -77,7 +77,7 @@ def read_wandb_run(file: Path, *, loss_col: str = "loss", eval_col: str = "eval_
                 "_step")
     records = [{"step": row.get(step), **{col: row[k] for col, k in chosen.items()
                                           if k and k in row}} for row in rows]
-    out = _from_records(str(file.parent), "wandb", records, "step", "loss", "eval_loss")
+    out = from_records(str(file.parent), "wandb", records, "step", "loss", "eval_loss")
     config.pop("_wandb", None)
     out.config = normalise(config)
     out.max_steps = out.config.get("max_steps")

@@ -1,7 +1,8 @@
-"""Rich rendering of an ab-test: per-title panels with a word diff, summary table, findings."""
+"""ab-test output in every format: Rich (terminal), Markdown, HTML and JUnit XML files."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from typing import Any
 
 from rich.console import Console, Group
@@ -11,8 +12,8 @@ from rich.text import Text
 
 from ftdiag.abtest import ABResult, ABRow
 from ftdiag.compare import word_diff
-from ftdiag.findings import Report
-from ftdiag.render.findings import checks_table, verdict_text
+from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
+from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
 ARM_STYLE = {"base": "cyan", "adapter": "magenta", "merged": "blue"}
 
@@ -118,36 +119,142 @@ def print_ab(result: ABResult, console: Console, show: int | None = None) -> Non
     table = findings_table(result.report)
     if table is not None:
         console.print(table)
-    console.print(passed_line(result.report))
+    console.print(passed_skipped_line(result.report))
     console.print(verdict_text(result.report))
 
 
-def findings_table(report: Report) -> Table | None:
-    """Findings (info/warn/fail) as a table; None when every check passed."""
-    rows = [c for c in report.checks if c.is_finding]
-    return checks_table(rows, "findings") if rows else None
+# Markdown
+
+def summary_rows(result: ABResult) -> list[str]:
+    s = result.summary
+    arms = list(s["mean_new_tokens"])
+    lines = ["| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
+    lines.append("| mean new tokens | " + " | ".join(f"{s['mean_new_tokens'][a]:.1f}"
+                                                    for a in arms) + " |")
+    lines.append("| hit max_new_tokens | " + " | ".join(f"{s['hit_max_share'][a]:.0%}"
+                                                       for a in arms) + " |")
+    for key, label in (("rouge_l", "ROUGE-L vs reference ↑"), ("token_f1", "token-F1 ↑"),
+                       ("ref_nll", "reference NLL / token ↓")):
+        if key in s:
+            lines.append(f"| {label} | " + " | ".join(cell(s[key].get(a)) for a in arms) + " |")
+    return lines
 
 
-def passed_line(report: Report) -> Text:
-    ok = [c.code for c in report.checks if c.status == "pass"]
-    skipped = [c.code for c in report.checks if c.status == "skip"]
-    text = Text(f"passed: {' '.join(dict.fromkeys(ok)) or 'none'}", style="green")
-    if skipped:
-        text.append(f"   skipped: {' '.join(dict.fromkeys(skipped))}", style="dim")
-    return text
+def to_markdown(result: ABResult) -> str:
+    """The whole ab-test as Markdown (summary, findings, per-title outputs)."""
+    rep, s = result.report, result.summary
+    out = [f"# ftdiag ab-test: {rep.verdict.upper()}", ""]
+    if result.rows:
+        out += [f"Identical base/adapter outputs: **{s['identical']}/{s['n']}** "
+                f"({s['identical_share']:.0%}).", "",
+                f"Generation: `{cell(s.get('generation_config'))}`", "", "## Summary", "",
+                *summary_rows(result), ""]
+    out += ["## Checks", "", "| status | code | check | evidence | hint |", "|---|---|---|---|---|"]
+    out += [f"| {c.status} | {c.code} | {cell(c.title)} | {cell(c.message)} | {cell(c.hint)} |"
+            for c in rep.checks]
+    for i, row in enumerate(result.rows, 1):
+        state = "identical" if row.identical else f"differ from token {row.first_divergent_token}"
+        out += ["", f"## {i}. {cell(row.title)}", "", f"*{state}*", ""]
+        for arm, text in row.outputs.items():
+            out += [f"**{arm}** ({row.tokens[arm]} tokens)", "", block(text), ""]
+        if row.reference:
+            out += ["**reference**", "", block(row.reference), ""]
+    return "\n".join(out).rstrip() + "\n"
 
 
-def print_merge(report: Report, console: Console) -> None:
-    """Where the merged model went, the verification, findings and verdict."""
-    d = report.details
-    if d.get("out"):
-        console.print(Text("merged model: ", style="bold").append(str(d["out"])))
-    for c in report.checks:
-        if c.code == "B002":
-            console.print(Text(f"verify: {c.message}", style="green" if c.status == "pass"
-                               else "bold red"))
-    table = findings_table(report)
-    if table is not None:
-        console.print(table)
-    console.print(passed_line(report))
-    console.print(verdict_text(report))
+# HTML
+
+def diff_html(a: str, b: str) -> tuple[str, str]:
+    """`a` with removed words in <del>, `b` with added words in <ins>."""
+    left, right = [], []
+    for op in word_diff(a, b):
+        if op.op == "equal":
+            left.append(h(op.text))
+            right.append(h(op.text))
+        elif op.op == "delete":
+            left.append(f"<del>{h(op.text)}</del>")
+        else:
+            right.append(f"<ins>{h(op.text)}</ins>")
+    return "".join(left), "".join(right)
+
+
+def summary_html(result: ABResult) -> str:
+    s = result.summary
+    arms = list(s["mean_new_tokens"])
+    rows = [("mean new tokens", [h(s["mean_new_tokens"][a]) for a in arms]),
+            ("hit max_new_tokens", [f"{s['hit_max_share'][a]:.0%}" for a in arms])]
+    for key, label in (("rouge_l", "ROUGE-L vs reference ↑"), ("token_f1", "token-F1 ↑"),
+                       ("ref_nll", "reference NLL / token ↓")):
+        if key in s:
+            rows.append((label, [h(s[key].get(a)) for a in arms]))
+    head = "".join(f"<th>{h(a)}</th>" for a in arms)
+    body = "".join(f"<tr><td>{h(label)}</td>" + "".join(f'<td class="num">{v}</td>'
+                                                         for v in vals) + "</tr>"
+                   for label, vals in rows)
+    div = s["first_divergent_token"]
+    return (f"<p>Identical base/adapter outputs: <b>{s['identical']}/{s['n']}</b> "
+            f"({s['identical_share']:.0%}); first divergent token: mean {h(div['mean'])}, "
+            f"min {h(div['min'])}.</p><table><tr><th>metric</th>{head}</tr>{body}</table>"
+            f"<p class=dim>generation: {h(s.get('generation_config'))}</p>")
+
+
+def row_html(i: int, row: ABRow) -> str:
+    base, adapter = diff_html(row.outputs["base"], row.outputs["adapter"])
+    cols = [("base", base), ("adapter", adapter)]
+    cols += [(arm, h(t)) for arm, t in row.outputs.items() if arm not in ("base", "adapter")]
+    arms = "".join(f"<div><b>{h(arm)}</b> <span class=dim>({row.tokens[arm]} tokens"
+                   f"{', hit max' if row.hit_max[arm] else ''})</span><pre>{text}</pre></div>"
+                   for arm, text in cols)
+    state = ("<span class=st-fail>identical</span>" if row.identical else
+             f"<span class=st-pass>differ from token {row.first_divergent_token}</span>")
+    ref = (f"<p class=dim>reference:</p><div class=ref>{h(row.reference)}</div>"
+           if row.reference else "")
+    cls = "title same" if row.identical else "title"
+    return (f'<section class="{cls}"><h3>{i}. {h(row.title)}</h3><p>{state}'
+            f"{' (title truncated)' if row.truncated else ''}</p><div class=arms>{arms}</div>"
+            f"{ref}</section>")
+
+
+def to_html(result: ABResult) -> str:
+    """The whole ab-test as one HTML page a person can open or share."""
+    v = result.report.verdict
+    parts = [f"<h1>ftdiag ab-test: <span class={v}>{v.upper()}</span></h1>"]
+    if result.rows:
+        parts += ["<h2>Summary</h2>", summary_html(result)]
+    parts += ["<h2>Checks</h2>", checks_html(result.report)]
+    if result.rows:
+        parts += ["<h2>Titles</h2>", *(row_html(i, r) for i, r in enumerate(result.rows, 1))]
+    return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>ftdiag ab-test: {v}</title><style>{CSS}</style></head><body>"
+            + "\n".join(parts) + "</body></html>\n")
+
+
+# JUnit XML
+
+def _titles_suite(result: ABResult) -> ET.Element:
+    suite = ET.Element("testsuite", name="ftdiag.ab-test.titles")
+    failures = 0
+    for i, row in enumerate(result.rows, 1):
+        case = ET.SubElement(suite, "testcase", classname="ftdiag.ab-test.titles",
+                             name=xml_safe(f"{i:03d} {row.title[:120]}"))
+        if row.identical:
+            failures += 1
+            fail = ET.SubElement(case, "failure", type="B001",
+                                 message="base and adapter outputs are identical")
+            fail.text = xml_safe(row.outputs["adapter"])
+        out = ET.SubElement(case, "system-out")
+        out.text = xml_safe("\n".join(f"[{arm}] {text}" for arm, text in row.outputs.items()))
+    suite.set("tests", str(len(result.rows)))
+    suite.set("failures", str(failures))
+    return suite
+
+
+def to_junit(result: ABResult) -> str:
+    """<testsuites>: a titles suite (one case per title) and a checks suite (one per check)."""
+    root = ET.Element("testsuites", name="ftdiag ab-test")
+    for suite in (_titles_suite(result), checks_suite(result.report, "ftdiag.ab-test.checks")):
+        suite.set("errors", "0")
+        root.append(suite)
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"

@@ -8,12 +8,21 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.endpoint.compare import SERVED_ADAPTER, SERVED_BASE, EndpointResult, EndpointRow
-from ftdiag.render.ab import findings_table, passed_line
-from ftdiag.render.findings import verdict_text
-from ftdiag.render.html import CSS, checks_html, h
-from ftdiag.render.junit import _checks_suite, xml_safe
-from ftdiag.render.markdown import block, cell
+from ftdiag.endpoint.compare import (
+    SERVED_ADAPTER,
+    SERVED_BASE,
+    EndpointResult,
+    EndpointRow,
+    EndpointSummary,
+)
+from ftdiag.endpoint.demo import ServeDemo
+from ftdiag.render.findings import (
+    checks_table,
+    findings_table,
+    passed_skipped_line,
+    verdict_text,
+)
+from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
 ARM_STYLE = {SERVED_BASE: "cyan", SERVED_ADAPTER: "magenta", "base": "dim cyan",
              "adapter": "dim magenta"}
@@ -59,25 +68,29 @@ def outputs_table(result: EndpointResult, show: int | None) -> Table:
         label, style = verdict_of_row(row)
         table.add_row(str(i), row.title, *(_clip(row.outputs[a]) for a in arms),
                       Text(label, style=style))
-    s = result.summary
-    if s is not None:
-        table.caption = (f"{s.route} at {s.url}; served base = '{s.served_base}', served "
-                         f"adapter = '{s.served_adapter}'; identical served pair: "
-                         f"{s.served_identical}/{s.n}")
+    if result.summary is not None:
+        table.caption = summary_line(result.summary)
     return table
+
+
+def summary_line(s: EndpointSummary) -> str:
+    return (f"{s.route} at {s.url}; served base = '{s.served_base}', served adapter = "
+            f"'{s.served_adapter}'; identical served pair: {s.served_identical}/{s.n}")
 
 
 def print_endpoint(result: EndpointResult, console: Console, show: int | None = None) -> None:
     """Everything a person reads after `ftdiag ab-test --endpoint`."""
-    if result.rows:
+    if result.rows and show != 0:
         console.print(outputs_table(result, show))
-        if show is not None and len(result.rows) > show:
-            console.print(Text(f"… {len(result.rows) - show} more titles (--show N, --html FILE)",
-                               style="dim"))
+    elif result.summary is not None:
+        console.print(Text(summary_line(result.summary), style="dim"))
+    if result.rows and show is not None and len(result.rows) > show:
+        console.print(Text(f"… {len(result.rows) - show} more titles (--show N, --html FILE)",
+                           style="dim"))
     table = findings_table(result.report)
     if table is not None:
         console.print(table)
-    console.print(passed_line(result.report))
+    console.print(passed_skipped_line(result.report))
     console.print(verdict_text(result.report))
 
 
@@ -104,7 +117,7 @@ def to_markdown(result: EndpointResult) -> str:
 def to_html(result: EndpointResult) -> str:
     """One self-contained page: checks, then a table of every title's texts."""
     v = result.report.verdict
-    checks = checks_html(result)  # type: ignore[arg-type]  # reads .report only
+    checks = checks_html(result.report)
     arms = list(result.rows[0].outputs) if result.rows else []
     head = "".join(f"<th>{h(HEADERS.get(a, a))}</th>" for a in arms)
     body = "".join(
@@ -135,8 +148,19 @@ def to_junit(result: EndpointResult) -> str:
     suite.set("tests", str(len(result.rows)))
     suite.set("failures", str(failures))
     root = ET.Element("testsuites", name="ftdiag ab-test --endpoint")
-    for s in (suite, _checks_suite(result)):  # type: ignore[arg-type]
+    for s in (suite, checks_suite(result.report, "ftdiag.ab-test.checks")):
         s.set("errors", "0")
         root.append(s)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def print_serve_demo(demo: ServeDemo, console: Console) -> None:
+    """`demo --serve`: the export passing, the wrong name failing, and the demo's verdict."""
+    console.rule("[bold]5. serving: ab-test --endpoint on transformers serve")
+    console.print(f"server: {demo.url}   merged export: {demo.merged}")
+    console.print(Text("the merged export under its own name:", style="bold"))
+    print_endpoint(demo.healthy, console, show=3)
+    console.print(Text("the fine-tune's name deployed with the base weights:", style="bold"))
+    print_endpoint(demo.wrong, console, show=0)
+    console.print(checks_table(demo.report.checks, "demo --serve"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -15,7 +14,7 @@ from ftdiag.export.compare import ModuleCheck
 from ftdiag.findings import Report
 from ftdiag.render.findings import checks_table, verdict_text
 
-SHOWN = 12  # modules listed in the table; the rest are summarised
+SHOWN = 8  # modules listed in the table; the rest are summarised
 STYLE = {"merged": "green", "base": "red", "wrong": "red", "missing": "red", "shape": "red",
          "unresolved": "yellow", "no-update": "dim", "dora": "dim"}
 
@@ -90,7 +89,7 @@ def extra_lines(d: ExportDetails) -> list[str]:
 
 
 def to_markdown(report: Report) -> str:
-    from ftdiag.render.markdown import cell
+    from ftdiag.render.text import cell
 
     d = details_of(report)
     out = [f"# ftdiag check-export: {report.verdict.upper()}", "",
@@ -109,7 +108,7 @@ def to_markdown(report: Report) -> str:
 
 
 def to_html(report: Report) -> str:
-    from ftdiag.render.html import CSS, h
+    from ftdiag.render.text import CSS, h
 
     d = details_of(report)
     v = report.verdict
@@ -136,7 +135,7 @@ def to_html(report: Report) -> str:
 
 def to_junit(report: Report) -> str:
     """One test case per check (failures for fail findings, skipped for skipped checks)."""
-    from ftdiag.render.junit import xml_safe
+    from ftdiag.render.text import xml_safe
 
     suite = ET.Element("testsuite", name="ftdiag.check-export")
     failures = skipped = 0
@@ -160,18 +159,3 @@ def to_junit(report: Report) -> str:
     root.append(suite)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
-
-
-def write_export_reports(report: Report, *, markdown: Path | None, html: Path | None,
-                         junit: Path | None) -> None:
-    """Write the requested report files atomically (one line, exit 2, when one cannot be)."""
-    from ftdiag import atomic
-    from ftdiag.errors import FtdiagError
-
-    for path, render in ((markdown, to_markdown), (html, to_html), (junit, to_junit)):
-        if path is None:
-            continue
-        try:
-            atomic.write_text(path, render(report))
-        except OSError as exc:
-            raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -72,13 +72,29 @@ def print_report(report: Report, console: Console, title: str | None = None) -> 
     console.print(verdict_text(report))
 
 
+def findings_table(report: Report) -> Table | None:
+    """Findings (info/warn/fail) as a table; None when every check passed."""
+    rows = [c for c in report.checks if c.is_finding]
+    return checks_table(rows, "findings") if rows else None
+
+
+def passed_skipped_line(report: Report) -> Text:
+    """One line: codes that passed, then codes skipped (each once)."""
+    ok = [c.code for c in report.checks if c.status == "pass"]
+    skipped = [c.code for c in report.checks if c.status == "skip"]
+    text = Text(f"passed: {' '.join(dict.fromkeys(ok)) or 'none'}", style="green")
+    if skipped:
+        text.append(f"   skipped: {' '.join(dict.fromkeys(skipped))}", style="dim")
+    return text
+
+
 def to_json(report: Report) -> str:
     return json.dumps(report.to_dict(), indent=2)
 
 
 def error_json(command: str, message: str, hint: str = "") -> str:
     """The one JSON document a command prints with --json when it exits 2 on bad input."""
-    from ftdiag import __version__
+    from ftdiag._version import __version__
 
     return json.dumps({"tool": "ftdiag", "version": __version__, "command": command,
                        "verdict": "error", "error": {"message": message, "hint": hint}}, indent=2)

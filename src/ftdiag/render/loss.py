@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.atomic import write_bytes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
 from ftdiag.render.findings import VERDICT_STYLE, checks_table, print_report, verdict_text
@@ -144,8 +142,8 @@ def plot_text(curves: list[Curve], width: int, height: int, title: str = "") -> 
     return str(fig.build().string())
 
 
-def save_png(report: Report, path: str | Path) -> Path:
-    """Write the loss plot (all runs) to `path` as PNG, atomically."""
+def png_bytes(report: Report) -> bytes:
+    """The loss plot (all runs) as PNG bytes."""
     try:
         import matplotlib
 
@@ -154,7 +152,6 @@ def save_png(report: Report, path: str | Path) -> Path:
     except ImportError:
         raise FtdiagError("--png needs matplotlib",
                           "pip install matplotlib  (or pip install 'ftdiag[plot]')") from None
-    path = Path(path)
     runs = report.details.get("runs") or [report.details]
     fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
     best = report.details.get("best_run")
@@ -178,11 +175,7 @@ def save_png(report: Report, path: str | Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight")
     plt.close(fig)
-    try:
-        write_bytes(path, buf.getvalue())
-    except OSError as exc:
-        raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    return buf.getvalue()
 
 
 def _maybe_plot(console: Console, curves: list[Curve], plot: bool, title: str) -> None:

@@ -2,37 +2,25 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import typer
 
+from ftdiag.commands._common import emit, handle_errors, start_ranks, write_reports
 from ftdiag.errors import FtdiagError
-from ftdiag.records import Record, read_records
-
-
-def pick_records(titles: Path | None, from_train: Path | None, n: int, seed: int,
-                 title_field: str | None, reference_field: str | None) -> list[Record]:
-    """Titles (with references when present) from --titles, or N sampled from --from-train."""
-    if (titles is None) == (from_train is None):
-        raise FtdiagError("give exactly one of --titles FILE or --from-train DATA")
-    records = read_records(titles or from_train, title_field, reference_field)  # type: ignore[arg-type]
-    records = [r for r in records if r.title.strip()]
-    if not records:
-        raise FtdiagError(f"no titles in {titles or from_train}")
-    if from_train is not None and n < len(records):
-        records = random.Random(seed).sample(records, n)
-    return records
 
 
 def register(app: typer.Typer) -> None:
-    from ftdiag.cli import handle_errors
-
     @app.command("ab-test")
     @handle_errors
     def ab_test(
-        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
+        adapter: Path | None = typer.Option(None, "--adapter",
+                                            help="LoRA adapter folder or Hub id."),
         base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
+        adapter_revision: str | None = typer.Option(
+            None, "--adapter-revision", help="Hub branch, tag or commit of the adapter."),
         merged: Path | None = typer.Option(None, "--merged", help="Merged model folder."),
         titles: Path | None = typer.Option(None, "--titles", help="Titles: txt/JSONL/JSON/CSV."),
         from_train: Path | None = typer.Option(None, "--from-train", help="Sample titles here."),
@@ -43,7 +31,8 @@ def register(app: typer.Typer) -> None:
         chat_template: bool = typer.Option(False, "--chat-template",
                                            help="Use the tokenizer's chat template."),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Titles per batch."),
+        batch_size: int = typer.Option(0, "--batch-size", min=0,
+                                       help="Titles per batch (0: from the workload)."),
         sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy (R008)."),
         temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
         seed: int = typer.Option(0, "--seed"),
@@ -67,7 +56,10 @@ def register(app: typer.Typer) -> None:
         chat: bool = typer.Option(False, "--chat", help="Use /v1/chat/completions (the "
                                   "server's chat template) instead of /v1/completions."),
         request_extra: str | None = typer.Option(
-            None, "--request-extra", help="JSON fields added to each request (lora, adapter_id)."),
+            None, "--request-extra", help="JSON fields added to the adapter's requests "
+            "(llama-server lora, TGI adapter_id)."),
+        base_request_extra: str | None = typer.Option(
+            None, "--base-request-extra", help="JSON fields added to the base's requests."),
         api_key: str | None = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY",
                                            help="API key (default: $OPENAI_API_KEY)."),
         concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
@@ -75,8 +67,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
         from ftdiag.abtest import ABConfig, run_ab_test
-        from ftdiag.commands._common import emit, start_ranks
-        from ftdiag.render.ab import print_ab
+        from ftdiag.records import pick_records
+        from ftdiag.render.ab import print_ab, to_html, to_junit, to_markdown
         from ftdiag.render.progress import stage_progress
         from ftdiag.templates import load_template
 
@@ -88,6 +80,7 @@ def register(app: typer.Typer) -> None:
                 url=endpoint, served_base=served_base, served_adapter=served_adapter,
                 adapter=adapter, base=base, records=records, template=template,
                 chat_template=chat_template, chat=chat, request_extra=request_extra,
+                base_request_extra=base_request_extra,
                 api_key=api_key, concurrency=concurrency, timeout=timeout,
                 max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed,
                 max_identical=max_identical, show=show, json_out=json_out, markdown=markdown,
@@ -98,37 +91,12 @@ def register(app: typer.Typer) -> None:
         cfg = ABConfig(adapter_dir=adapter, base=base, merged_dir=merged, template=tpl,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,
                        temperature=temperature, seed=seed, check_batch=check_batch,
-                       max_identical=max_identical)
-        main = start_ranks()
+                       max_identical=max_identical, revision=revision,
+                       adapter_revision=adapter_revision)
+        main = start_ranks()  # under torchrun: shards of the titles, rank 0 prints
         with stage_progress(enabled=not json_out and main) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)
-        if main:
-            write_reports(result, markdown=markdown, html=html, junit=junit)
+        write_reports(result, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(result.report, json_out=json_out, strict=strict,
              render=lambda _rep, console: print_ab(result, console, show=show))
-
-
-def write_reports(result: object, *, markdown: Path | None, html: Path | None,
-                  junit: Path | None) -> None:
-    """Write the requested report files atomically."""
-    from ftdiag import atomic
-
-    def write_text(path: Path, text: str) -> None:
-        try:
-            atomic.write_text(path, text)
-        except OSError as exc:
-            raise FtdiagError(f"cannot write {path}: {exc.strerror or exc}") from exc
-
-    if markdown is not None:
-        from ftdiag.render.markdown import to_markdown
-
-        write_text(markdown, to_markdown(result))  # type: ignore[arg-type]
-    if html is not None:
-        from ftdiag.render.html import to_html
-
-        write_text(html, to_html(result))  # type: ignore[arg-type]
-    if junit is not None:
-        from ftdiag.render.junit import to_junit
-
-        write_text(junit, to_junit(result))  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""`LossLog`: the loss curves of one run, and how dict records become one.
+
+Shared by ftdiag.logs (the readers it dispatches to) and ftdiag.logsources (the readers of other
+trackers), which both build on it: a leaf below both, so neither imports the other back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+Series = list[tuple[int, float]]
+
+
+@dataclass
+class LossLog:
+    """Loss curves of one run, whatever file they came from (series are (step, value), sorted)."""
+
+    source: str
+    format: str = "none"  # trainer_state|tensorboard|csv|jsonl|llamafactory|wandb|mlflow|none
+    train: Series = field(default_factory=list)
+    eval: Series = field(default_factory=list)
+    grad_norm: Series = field(default_factory=list)
+    learning_rate: Series = field(default_factory=list)
+    epoch: Series = field(default_factory=list)
+    tokens_seen: int | None = None
+    global_step: int | None = None
+    max_steps: int | None = None
+    num_train_epochs: float | None = None
+    duplicates_merged: int = 0
+    was_unsorted: bool = False
+    notes: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)  # logsources.runconfig.KEYS found
+    label: str | None = None  # a name for runs that have no path (MLflow)
+
+    @property
+    def steps_done(self) -> int:
+        """Optimizer steps the run reached (global_step, else the last logged step)."""
+        last = max((s for series in (self.train, self.eval) for s, _ in series[-1:]), default=0)
+        return max(self.global_step or 0, last)
+
+
+def from_records(source: str, fmt: str, records: list[dict[str, Any]], step_col: str,
+                  loss_col: str, eval_col: str) -> LossLog:
+    """Build a LossLog from dict records (trainer log_history or exported rows), vectorised."""
+    out = LossLog(source, fmt)
+    n = len(records)
+    steps = _floats([r.get(step_col) for r in records])
+    steps = np.where(np.isfinite(steps), steps, np.arange(n)).astype(np.int64)  # no step: row
+    columns = {"train": loss_col, "eval": eval_col, "grad_norm": "grad_norm",
+               "learning_rate": "learning_rate", "epoch": "epoch",
+               "tokens": "num_input_tokens_seen"}
+    for key, col in columns.items():
+        raw = [r.get(col) for r in records]
+        has = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
+        if has.any():
+            assign_series(out, key, steps[has], _floats(raw)[has])
+    if n and steps.size > 1 and np.any(np.diff(steps) < 0):
+        out.was_unsorted = True
+    out.global_step = int(steps.max()) if n else None
+    return out
+
+
+def assign_series(out: LossLog, key: str, steps: np.ndarray, values: np.ndarray) -> None:
+    """Sort by step, keep the last occurrence of each step, store on `out`."""
+    if steps.size == 0:
+        return
+    if steps.size > 1 and np.any(np.diff(steps) < 0):
+        out.was_unsorted = True
+    rev_steps = steps[::-1]
+    uniq, first_in_rev = np.unique(rev_steps, return_index=True)
+    kept = values[::-1][first_in_rev]
+    if key in ("train", "eval"):
+        out.duplicates_merged += int(steps.size - uniq.size)
+    if key == "tokens":
+        finite = kept[np.isfinite(kept)]
+        out.tokens_seen = int(finite[-1]) if finite.size else None
+        return
+    setattr(out, key, list(zip(uniq.tolist(), kept.tolist(), strict=True)))
+
+
+def _floats(values: list[Any]) -> np.ndarray:
+    """Values as float64 (None and non-numbers become NaN), vectorised when the input allows."""
+    try:
+        return np.array(values, dtype=np.float64)  # None -> nan
+    except (TypeError, ValueError):
+        return np.array([_num(v) for v in values], dtype=np.float64)
+
+
+def _num(value: Any, default: float = math.nan) -> float:
+    if isinstance(value, bool) or value is None:
+        return default
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return default
