@@ -22,6 +22,7 @@ from ftdiag.compare import (
     rouge_l,
     token_f1,
 )
+from ftdiag.adapters.live import BASE
 from ftdiag.distributed import gather, split, world
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
