@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.live import BASE
 from ftdiag.adapters.runtime import RuntimeAudit, audit_runtime
 from ftdiag.compare import (
     first_divergence,
@@ -22,7 +23,6 @@ from ftdiag.compare import (
     rouge_l,
     token_f1,
 )
-from ftdiag.adapters.live import BASE
 from ftdiag.distributed import gather, split, world
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
