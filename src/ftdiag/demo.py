@@ -152,10 +152,9 @@ def reproduce_seed_bug(run_dir: Path, doc: DoctorResult, max_new_tokens: int) ->
 
 
 def _demo_title(doc: DoctorResult) -> str:
-    ab = doc.sections.get("ab")
+    ab = doc.sections.ab
     if ab is not None and ab.rows:
-        row = ab.rows[0]
-        return str(row["title"] if isinstance(row, dict) else row.title)
+        return ab.rows[0].title
     return "Stainless Steel Insulated Water Bottle, 750 ml"
 
 

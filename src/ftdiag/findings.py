@@ -196,6 +196,8 @@ def _jsonable(value: Any) -> Any:
     import math
     from pathlib import Path
 
+    if callable(getattr(value, "to_dict", None)) and not isinstance(value, type):
+        return _jsonable(value.to_dict())  # a result that chooses its own --json form
     if hasattr(value, "__dataclass_fields__"):
         return _jsonable(asdict(value))
     if isinstance(value, dict):
