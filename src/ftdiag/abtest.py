@@ -27,13 +27,13 @@ from ftdiag.generate import (
     Arm,
     ArmOutput,
     GenSettings,
-    ProgressFn,
     arm_context,
     context_length,
     generate_arms,
     generate_one,
     prompt_logits,
 )
+from ftdiag.progress import ProgressFn
 from ftdiag.records import Record
 from ftdiag.templates import DEFAULT_TEMPLATE, PromptTemplate, recorded_template
 

@@ -6,7 +6,6 @@ Ends with the seed's success criteria as a checklist and the most likely causes,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,12 @@ from ftdiag.abtest import ABConfig, ABResult, AbSummary, run_ab_test
 from ftdiag.causes import RankedCause, rank_causes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.records import run_titles
 from ftdiag.templates import read_meta
 
 log = logging.getLogger(__name__)
 
-Stage = Callable[[str], None]
 
 
 @dataclass
@@ -72,8 +71,8 @@ def find_adapter_dir(run_dir: Path) -> Path | None:
 
 
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
-               n: int = 16, max_new_tokens: int = 96, stage: Stage | None = None,
-               progress: Callable[[int, int], None] | None = None) -> DoctorResult:
+               n: int = 16, max_new_tokens: int = 96, stage: StageFn | None = None,
+               progress: ProgressFn | None = None) -> DoctorResult:
     """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():

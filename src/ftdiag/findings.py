@@ -111,10 +111,6 @@ class Finding:
         return info.title if info else self.check
 
     @property
-    def severity(self) -> str:
-        return self.status
-
-    @property
     def is_finding(self) -> bool:
         return self.status in ("info", "warn", "fail")
 
