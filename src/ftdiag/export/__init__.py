@@ -61,20 +61,10 @@ def source_kind(path: Path) -> Literal["folder", "gguf"]:
 
 
 def resolve_base(adapter: LoraAdapter, base: str | None) -> Path:
-    """The base model folder: --base, else the adapter's base_model_name_or_path (local only)."""
-    from ftdiag.models import resolve_model_dir
+    """The base model folder: --base, else the adapter's base_model_name_or_path."""
+    from ftdiag.adapters.preflight import resolve_base as resolve
 
-    name = base or adapter.config.get("base_model_name_or_path")
-    if not name:
-        raise FtdiagError(f"{adapter.path}/adapter_config.json names no base model",
-                          hint="pass --base")
-    try:
-        return resolve_model_dir(name)
-    except FtdiagError as exc:
-        if base is None:
-            raise FtdiagError(f"the adapter's base {name!r} is not a local model",
-                              hint="pass --base DIR|FILE.gguf|smollm2-135m") from exc
-        raise
+    return resolve(adapter.path, base)
 
 
 def compare_merged(adapter: LoraAdapter, base: WeightSource,
