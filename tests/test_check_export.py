@@ -154,3 +154,26 @@ def test_bad_input_is_one_line_exit_2(case: str, merged32: Path, tiny_llama: Pat
                               "--base", str(tiny_llama)])
     assert res.exit_code == 2, (res.stdout, res.stderr)
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_json_error_document_on_bad_input(trained_adapter: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["check-export", str(tmp_path / "nope"), "--adapter",
+                              str(trained_adapter), "--json"])
+    assert res.exit_code == 2
+    doc = json.loads(res.stdout)
+    assert doc["command"] == "check-export" and doc["verdict"] == "error"
+    assert "export not found" in doc["error"]["message"]
+
+
+def test_sharded_export_missing_a_shard_is_exit_2(merged32: Path, trained_adapter: Path,
+                                                  tiny_llama: Path, tmp_path: Path) -> None:
+    export = save_base_as(merged32, tmp_path / "sharded")
+    (export / "model.safetensors").rename(export / "model-00001-of-00002.safetensors")
+    keys = json.loads(runner.invoke(app, ["check-export", str(merged32), "--adapter",
+                                          str(trained_adapter), "--base", str(tiny_llama),
+                                          "--json"]).stdout)["details"]["modules"]
+    weight_map = {f"{m['module']}.weight": "model-00002-of-00002.safetensors" for m in keys}
+    (export / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    res = runner.invoke(app, ["check-export", str(export), "--adapter", str(trained_adapter),
+                              "--base", str(tiny_llama)])
+    assert res.exit_code == 2 and "model-00002-of-00002.safetensors" in res.stderr

@@ -43,3 +43,17 @@ def test_q4_quantization_loses_the_update_x003(merged: Path, tiny_llama: Path,
     lost = [check_export(f, trained_adapter, str(tiny_llama)).details.totals.lost_share  # type: ignore[attr-defined]
             for f in (q4, f32)]
     assert lost[0] > 0.1 > lost[1]
+
+
+def test_truncated_gguf_is_one_line_exit_2(merged: Path, tiny_llama: Path,
+                                           trained_adapter: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ftdiag.cli import app
+
+    f = write_merged_gguf(merged, tmp_path / "cut.gguf", "F32")
+    f.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])
+    res = CliRunner().invoke(app, ["check-export", str(f), "--adapter", str(trained_adapter),
+                                   "--base", str(tiny_llama)])
+    assert res.exit_code == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -125,3 +125,22 @@ def test_shape_sees_a_renamed_key(other: object) -> None:
     assert shape({"a": {"b": 1}}) != shape({"a": {"c": 1}})
     assert shape([{"a": 1}, {"b": 2}]) == shape([{"a": 1, "b": 2}])
     assert shape({"evidence": {"x": 1}}) == shape({"evidence": other})
+
+
+def test_check_export_json_keys(trained_adapter: Path, tiny_llama: Path, tmp_path: Path) -> None:
+    from _export_fixtures import merge_to
+
+    merged = merge_to(tiny_llama, trained_adapter, tmp_path / "merged")
+    (tmp_path / "Modelfile").write_text("FROM ./merged\n")
+    _pin("check-export", _json(["check-export", str(merged), "--adapter", str(trained_adapter),
+                                "--base", str(tiny_llama), "--modelfile",
+                                str(tmp_path / "Modelfile")]))
+
+
+def test_check_export_lora_gguf_json_keys(trained_adapter: Path, tiny_llama: Path,
+                                          tmp_path: Path) -> None:
+    from _export_fixtures import write_lora_gguf
+
+    lora = write_lora_gguf(trained_adapter, tiny_llama, tmp_path / "lora.gguf")
+    _pin("check-export-lora-gguf", _json(["check-export", str(lora), "--adapter",
+                                          str(trained_adapter), "--base", str(tiny_llama)]))

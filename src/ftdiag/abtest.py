@@ -7,7 +7,7 @@ One copy of the base weights: the base arm is PEFT's `__base__` rows in a mixed 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,8 @@ class ABConfig:
     seed: int = 0
     check_batch: bool = False
     max_identical: float | None = None  # B001 when the identical share exceeds this
+    revision: str | None = None  # Hub revision of the base (when it is a Hub id)
+    adapter_revision: str | None = None  # Hub revision of the adapter (when it is a Hub id)
 
     def settings(self) -> GenSettings:
         """How every arm generates."""
@@ -180,7 +182,8 @@ def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
     from ftdiag.adapters.preflight import preflight
     from ftdiag.models import load_adapter, load_base
 
-    pre = preflight(cfg.adapter_dir, cfg.base)
+    pre = preflight(cfg.adapter_dir, cfg.base, revision=cfg.revision,
+                    adapter_revision=cfg.adapter_revision)
     if pre.blocked:
         return None, None, pre.static
     assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
@@ -214,6 +217,9 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     records = [r for r in records if r.title.strip()]
     if not records:
         raise FtdiagError("no titles to test (all empty)")
+    from ftdiag.models import resolve_adapter_dir
+
+    cfg = replace(cfg, adapter_dir=resolve_adapter_dir(cfg.adapter_dir, cfg.adapter_revision))
     report = Report("ab-test")
     tpl, r010 = choose_template(cfg)
     own = model is None

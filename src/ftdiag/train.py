@@ -24,7 +24,13 @@ from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import config_hash, load_tokenizer, pick_device_dtype, resolve_model_dir
+from ftdiag.models import (
+    config_hash,
+    is_hub_id,
+    load_tokenizer,
+    pick_device_dtype,
+    resolve_model_dir,
+)
 from ftdiag.templates import META_FILE, PromptTemplate, load_template, read_meta
 
 if TYPE_CHECKING:
@@ -49,6 +55,7 @@ class TrainConfig:
     data: str | Path
     out: str | Path
     base: str = "smollm2-135m"
+    revision: str | None = None  # Hub revision of `base` when it is a Hub id
     records: int | None = None
     eval_share: float = 0.1
     seed: int = 42
@@ -182,13 +189,15 @@ def build_model(base_dir: Path, cfg: TrainConfig, dtype: torch.dtype) -> Any:
         model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=dtype)
     except Exception as exc:
         raise FtdiagError(f"cannot load model from {base_dir}: {exc}") from exc
+    if is_hub_id(cfg.base):  # the adapter records the Hub id (portable), not the cache path
+        model.name_or_path = cfg.base
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()  # else no gradient reaches the LoRA layers
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules or "all-linear", task_type="CAUSAL_LM")
     try:
-        return get_peft_model(model, lora)
+        return get_peft_model(model, lora, revision=cfg.revision)
     except ValueError as exc:
         raise FtdiagError(f"cannot apply LoRA: {exc}",
                           hint="check --target-modules against the model's module names") from exc
@@ -243,7 +252,8 @@ def build_meta(cfg: TrainConfig, base_dir: Path, template: PromptTemplate, token
     """ftdiag_meta.json: what other commands need to judge and reproduce this run."""
     return {
         "tool": "ftdiag", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "base": str(cfg.base), "base_dir": str(base_dir), "base_config_hash": config_hash(base_dir),
+        "base": str(cfg.base), "revision": cfg.revision, "base_dir": str(base_dir),
+        "base_config_hash": config_hash(base_dir),
         "base_fingerprint": weights_fingerprint(base_dir),
         "template": template.text, "template_source": template.source,
         "tokenizer": {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
@@ -322,7 +332,7 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     validate(cfg)
     out = Path(cfg.out).expanduser().resolve()
     checkpoint = check_out_dir(out, cfg.resume, cfg.force)
-    base_dir = resolve_model_dir(cfg.base)
+    base_dir = resolve_model_dir(cfg.base, cfg.revision)
     device, dtype = pick_device_dtype(cfg.device)
     tokenizer = load_tokenizer(base_dir)
     set_training_pad(tokenizer)

@@ -27,9 +27,16 @@ class AdapterLoadError(Exception):
 def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
                   probes: list[str] | None = None, static_only: bool = False, *,
                   model: Any = None, tokenizer: Any = None,
-                  threshold: float = TINY_DELTA) -> Report:
-    """Static checks on the files, then (unless static_only) runtime checks on the loaded model."""
-    pre = preflight(adapter_dir, base, base_required=model is None, threshold=threshold)
+                  threshold: float = TINY_DELTA, revision: str | None = None,
+                  adapter_revision: str | None = None) -> Report:
+    """Static checks on the files, then (unless static_only) runtime checks on the loaded model.
+
+    `adapter_dir` and `base` may be Hub ids (`revision` is the base's, `adapter_revision` the
+    adapter's); the static layer needs only the base's config, so --static-only fetches no weights.
+    """
+    pre = preflight(adapter_dir, base, base_required=model is None, threshold=threshold,
+                    revision=revision, adapter_revision=adapter_revision,
+                    weights=not static_only)
     report = pre.static
     if pre.base_dir is not None:
         report.details["base_dir"] = str(pre.base_dir)

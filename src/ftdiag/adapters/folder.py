@@ -43,10 +43,12 @@ def find_adapters(folder: str | Path) -> list[tuple[str, Path]]:
 
 def check_folder(folder: str | Path, base: str | Path | None = None,
                  probes: list[str] | None = None, static_only: bool = False,
-                 **kw: Any) -> FolderCheck:
-    """check-adapter on every adapter in `folder` (one section each)."""
+                 adapter_revision: str | None = None, **kw: Any) -> FolderCheck:
+    """check-adapter on every adapter in `folder` (one section each); a Hub id is fetched first."""
     from ftdiag.adapters import check_adapter
+    from ftdiag.models import resolve_adapter_dir
 
+    folder = resolve_adapter_dir(folder, adapter_revision)
     found = find_adapters(folder) or [("default", Path(folder))]
     sections = [AdapterSection(name, path, check_adapter(path, base, probes, static_only, **kw))
                 for name, path in found]

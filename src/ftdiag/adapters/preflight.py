@@ -13,7 +13,7 @@ from ftdiag.adapters.files import read_adapter
 from ftdiag.adapters.static import TINY_DELTA, run_static
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import resolve_model_dir
+from ftdiag.models import resolve_adapter_dir, resolve_model_dir
 
 # Static failures after which no text generated with the adapter can be trusted.
 BLOCKING = frozenset({"A001", "A002", "A004", "A006", "A007", "A008", "A009", "A011"})
@@ -50,21 +50,22 @@ def recorded_base(adapter_dir: str | Path) -> str | None:
     return str(name) if name else None
 
 
-def resolve_base(adapter_dir: str | Path, base: str | Path | None) -> Path:
-    """--base, else the base the adapter records, as a local model folder."""
+def resolve_base(adapter_dir: str | Path, base: str | Path | None, revision: str | None = None,
+                 *, weights: bool = True) -> Path:
+    """--base, else the base the adapter records, as a local model folder.
+
+    Either may be a Hub id (models.resolve_model_dir: the cache first, a download only where the
+    environment allows it); `revision` defaults to the one PEFT recorded for the base.
+    weights=False: the static layer needs only config.json.
+    """
     if base is not None:
-        return resolve_model_dir(base)
-    recorded = recorded_base(adapter_dir)
+        return resolve_model_dir(base, revision, weights=weights)
+    config = read_adapter(adapter_dir).config or {}
+    recorded = config.get("base_model_name_or_path")
     if not recorded:
         raise FtdiagError(f"the adapter in {adapter_dir} does not name its base model",
                           hint="pass --base MODEL")
-    try:
-        return resolve_model_dir(recorded)
-    except FtdiagError as exc:
-        raise FtdiagError(
-            f"cannot tell the base model of {adapter_dir}: base_model_name_or_path is "
-            f"{recorded!r} ({exc.message})",
-            hint="pass --base PATH (a local HF folder, a .gguf file or 'smollm2-135m')") from exc
+    return resolve_model_dir(str(recorded), revision or config.get("revision"), weights=weights)
 
 
 def tokenizer_source(adapter_dir: str | Path, base_dir: Path | None) -> Path | None:
@@ -74,17 +75,19 @@ def tokenizer_source(adapter_dir: str | Path, base_dir: Path | None) -> Path | N
 
 
 def preflight(adapter_dir: str | Path, base: str | Path | None = None, *,
-              base_required: bool = True, threshold: float = TINY_DELTA) -> Preflight:
-    """Resolve the base and run layer S (A001-A010) from the files alone.
+              base_required: bool = True, threshold: float = TINY_DELTA,
+              revision: str | None = None, adapter_revision: str | None = None,
+              weights: bool = True) -> Preflight:
+    """Resolve the adapter and base (local folders or Hub ids) and run layer S (A001-A010).
 
     base_required=False: an unresolvable base only skips the base checks (the caller holds the
     model already); a missing folder is always an error.
     """
-    adapter = Path(adapter_dir).expanduser()
+    adapter = resolve_adapter_dir(adapter_dir, adapter_revision)
     base_dir: Path | None = None
     if read_adapter(adapter).config is not None:  # raises for a missing folder
         try:
-            base_dir = resolve_base(adapter, base)
+            base_dir = resolve_base(adapter, base, revision, weights=weights)
         except FtdiagError:
             if base_required:
                 raise

@@ -75,7 +75,7 @@ def base_weight_index(model_dir: Path) -> dict[str, Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map", {})
-        return {k: model_dir / v for k, v in weight_map.items()}
+        return {k: model_dir / v for k, v in weight_map.items() if (model_dir / v).is_file()}
     single = model_dir / "model.safetensors"
     if not single.is_file():
         return {}

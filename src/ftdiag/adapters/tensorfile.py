@@ -53,8 +53,8 @@ def to_float32(raw: np.ndarray, info: TensorInfo) -> np.ndarray:
     if info.dtype not in NP_DTYPES:
         raise FtdiagError(f"unsupported tensor dtype {info.dtype}")
     arr: np.ndarray = raw.view(NP_DTYPES[info.dtype])
-    if info.dtype == "BF16":
-        arr = (arr.astype(np.uint32) << 16).view(np.float32)
+    if info.dtype == "BF16":  # one pass: widen and shift into the float32 bit pattern
+        arr = np.left_shift(arr, 16, dtype=np.uint32).view(np.float32)
     return arr.astype(np.float32, copy=False).reshape(info.shape)
 
 

@@ -29,11 +29,12 @@ class ErrorExit(typer.Exit):
 
 
 def quiet_libraries() -> None:
-    """Silence transformers/peft progress bars and advisory warnings below the CLI."""
+    """Silence transformers/peft progress bars and advisory warnings below the CLI.
+
+    Offline mode, caches and tokens stay the user's: HF_HUB_OFFLINE etc. are never set here.
+    """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import warnings
 

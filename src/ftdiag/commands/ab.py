@@ -14,8 +14,13 @@ def register(app: typer.Typer) -> None:
     @app.command("ab-test")
     @handle_errors
     def ab_test(
-        adapter: Path | None = typer.Option(None, "--adapter", help="LoRA adapter folder."),
+        adapter: Path | None = typer.Option(None, "--adapter",
+                                            help="LoRA adapter folder or Hub id."),
         base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
+        adapter_revision: str | None = typer.Option(
+            None, "--adapter-revision", help="Hub branch, tag or commit of the adapter."),
         merged: Path | None = typer.Option(None, "--merged", help="Merged model folder."),
         titles: Path | None = typer.Option(None, "--titles", help="Titles: txt/JSONL/JSON/CSV."),
         from_train: Path | None = typer.Option(None, "--from-train", help="Sample titles here."),
@@ -85,7 +90,8 @@ def register(app: typer.Typer) -> None:
         cfg = ABConfig(adapter_dir=adapter, base=base, merged_dir=merged, template=tpl,
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,
                        temperature=temperature, seed=seed, check_batch=check_batch,
-                       max_identical=max_identical)
+                       max_identical=max_identical, revision=revision,
+                       adapter_revision=adapter_revision)
         with stage_progress(enabled=not json_out) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)

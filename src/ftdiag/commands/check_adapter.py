@@ -13,10 +13,15 @@ def register(app: typer.Typer) -> None:
     @app.command("check-adapter")
     @handle_errors
     def check_adapter_cmd(
-        adapter_dir: Path = typer.Argument(..., help="Folder holding adapter_config.json."),
+        adapter_dir: Path = typer.Argument(
+            ..., help="Folder holding adapter_config.json, or a Hub id ORG/NAME."),
         base: str | None = typer.Option(
-            None, "--base", help="Base model: local HF folder, .gguf file or 'smollm2-135m' "
-                                 "(default: base_model_name_or_path when local)."),
+            None, "--base", help="Base model: local HF folder, .gguf file, 'smollm2-135m' or "
+                                 "Hub id (default: the adapter's base_model_name_or_path)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
+        adapter_revision: str | None = typer.Option(
+            None, "--adapter-revision", help="Hub branch, tag or commit of the adapter."),
         probe: list[str] | None = typer.Option(
             None, "--probe", help="Prompt text for the logit probe (repeatable)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -28,6 +33,7 @@ def register(app: typer.Typer) -> None:
         from ftdiag.adapters.folder import check_folder
         from ftdiag.render.check import print_folder_check
 
-        result = check_folder(adapter_dir, base, probe or None, static_only)
+        result = check_folder(adapter_dir, base, probe or None, static_only,
+                              revision=revision, adapter_revision=adapter_revision)
         emit(result.report, json_out=json_out, strict=strict,
              render=lambda _rep, console: print_folder_check(result, console))

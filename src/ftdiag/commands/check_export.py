@@ -14,10 +14,15 @@ def register(app: typer.Typer) -> None:
     @handle_errors
     def check_export_cmd(
         path: Path = typer.Argument(..., help="Merged HF folder, merged .gguf or LoRA .gguf."),
-        adapter: Path = typer.Option(..., "--adapter", help="The PEFT LoRA adapter folder."),
+        adapter: Path = typer.Option(
+            ..., "--adapter", help="The PEFT LoRA adapter folder, or its Hub id."),
         base: str | None = typer.Option(
-            None, "--base", help="Base model: local HF folder, .gguf or 'smollm2-135m' "
+            None, "--base", help="Base model: local HF folder, .gguf, 'smollm2-135m' or Hub id "
                                  "(default: the adapter's base_model_name_or_path)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
+        adapter_revision: str | None = typer.Option(
+            None, "--adapter-revision", help="Hub branch, tag or commit of the adapter."),
         modelfile: Path | None = typer.Option(
             None, "--modelfile", help="Ollama Modelfile to check (FROM/ADAPTER/TEMPLATE/stop)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -30,6 +35,7 @@ def register(app: typer.Typer) -> None:
         from ftdiag.export import check_export
         from ftdiag.render.export import print_export, to_html, to_junit, to_markdown
 
-        report = check_export(path, adapter, base, modelfile)
+        report = check_export(path, adapter, base, modelfile, revision=revision,
+                              adapter_revision=adapter_revision)
         write_reports(report, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(report, json_out=json_out, strict=strict, render=print_export)

@@ -18,6 +18,8 @@ def register(app: typer.Typer) -> None:
             ..., help="Training output dir (adapter, trainer_state.json)."
         ),
         base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
         titles: Path | None = typer.Option(None, "--titles", help="Titles file for the A/B test."),
         n: int = typer.Option(16, "--n", min=1, help="Titles to draw from the training data."),
         max_new_tokens: int = typer.Option(96, "--max-new-tokens", min=1),
@@ -34,7 +36,8 @@ def register(app: typer.Typer) -> None:
             raise FtdiagError(f"--report must end in .html or .md, got {report.name}")
         with stage_progress(enabled=not json_out) as (stage, progress):
             result = run_doctor(run_dir, base=base, titles=titles, n=n,
-                                max_new_tokens=max_new_tokens, stage=stage, progress=progress)
+                                max_new_tokens=max_new_tokens, stage=stage, progress=progress,
+                                revision=revision)
         if report is not None:
             write_doctor_report(result, report)
         emit(result.report, json_out=json_out, strict=strict,

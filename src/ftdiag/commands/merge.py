@@ -13,8 +13,12 @@ def register(app: typer.Typer) -> None:
     @app.command("merge")
     @handle_errors
     def merge(
-        adapter: Path = typer.Option(..., "--adapter", help="LoRA adapter folder."),
+        adapter: Path = typer.Option(..., "--adapter", help="LoRA adapter folder or Hub id."),
         base: str | None = typer.Option(None, "--base", help="Base model (default: recorded)."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
+        adapter_revision: str | None = typer.Option(
+            None, "--adapter-revision", help="Hub branch, tag or commit of the adapter."),
         out: Path = typer.Option(..., "--out", help="Folder for the merged model."),
         force: bool = typer.Option(False, "--force", help="Replace a non-empty --out."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
@@ -27,5 +31,6 @@ def register(app: typer.Typer) -> None:
 
         with stage_progress(enabled=not json_out) as (stage, _progress):
             stage(f"merging {adapter} into the base")
-            report = merge_adapter(adapter, base, out, force=force)
+            report = merge_adapter(adapter, base, out, force=force, revision=revision,
+                                   adapter_revision=adapter_revision)
         emit(report, json_out=json_out, strict=strict, render=print_merge)

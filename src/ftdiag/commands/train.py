@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
         data: Path = typer.Option(..., "--data", help="trn.json / JSONL / JSON / CSV records."),
         out: Path = typer.Option(..., "--out", help="Output dir (adapter at its top level)."),
         base: str = typer.Option("smollm2-135m", "--base",
-                                 help="HF folder, .gguf file or 'smollm2-135m'."),
+                                 help="HF folder, .gguf file, 'smollm2-135m' or Hub id."),
+        revision: str | None = typer.Option(
+            None, "--revision", help="Hub branch, tag or commit of the base model."),
         records: int | None = typer.Option(None, "--records", min=1,
                                            help="Use the first N records (all when N > file)."),
         eval_share: float = typer.Option(0.1, "--eval-share", help="Share of titles held out."),
@@ -70,7 +72,8 @@ def register(app: typer.Typer) -> None:
         if template is not None and chat_template:
             raise FtdiagError("--template and --chat-template exclude each other")
         cfg = TrainConfig(
-            data=data, out=out, base=base, records=records, eval_share=eval_share, seed=seed,
+            data=data, out=out, base=base, revision=revision, records=records,
+            eval_share=eval_share, seed=seed,
             epochs=epochs, lr=lr, lora_r=lora_r, lora_alpha=lora_alpha,
             lora_dropout=lora_dropout, target_modules=_targets(target_modules),
             batch_size=batch_size, grad_accum=grad_accum, max_length=max_length,

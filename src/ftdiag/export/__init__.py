@@ -7,6 +7,8 @@ dequantized one at a time. No model is loaded.
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ExportKind = Literal["merged-safetensors", "merged-gguf", "lora-gguf"]
 GGUF_MAGIC = b"GGUF"
+THREADS = 4
 
 
 @dataclass
@@ -60,28 +63,36 @@ def source_kind(path: Path) -> Literal["folder", "gguf"]:
     return "gguf"
 
 
-def resolve_base(adapter: LoraAdapter, base: str | None) -> Path:
-    """The base model folder: --base, else the adapter's base_model_name_or_path."""
+def resolve_base(adapter: LoraAdapter, base: str | None, revision: str | None = None) -> Path:
+    """The base model folder: --base, else the adapter's base_model_name_or_path.
+
+    Either may be a Hub id (cache first, a download only where the environment allows it).
+    """
     from ftdiag.adapters.preflight import resolve_base as resolve
 
-    return resolve(adapter.path, base)
+    return resolve(adapter.path, base, revision)
 
 
 def compare_merged(adapter: LoraAdapter, base: WeightSource,
                    export: WeightSource) -> list[ModuleCheck]:
-    """One ModuleCheck per adapted module, reading one base and one export tensor at a time."""
-    checks: list[ModuleCheck] = []
-    for name, upd in adapter.updates.items():
+    """One ModuleCheck per adapted module, reading one base and one export tensor at a time.
+
+    Modules run on a few threads: numpy releases the GIL in the array passes.
+    """
+
+    def one(name: str) -> ModuleCheck:
         wb = base.read(name)
         if wb is None:
             raise FtdiagError(f"the base {base.path} has no weight for {name}",
                               hint="pass the --base the adapter was trained on")
         we = export.read(name)
         if we is None:
-            checks.append(missing(name, "export"))
-            continue
-        checks.append(compare_module(upd, wb, we, dora=adapter.dora))
-        log.debug("%s: %s", name, checks[-1])
+            return missing(name, "export")
+        return compare_module(adapter.updates[name], wb, we, dora=adapter.dora)
+
+    workers = max(1, min(THREADS, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        checks = list(pool.map(one, adapter.updates))
     if all(c.verdict == "missing" for c in checks):
         raise FtdiagError(f"{export.path} holds none of the adapter's {len(checks)} modules "
                           f"(e.g. {checks[0].module})",
@@ -90,11 +101,17 @@ def compare_merged(adapter: LoraAdapter, base: WeightSource,
 
 
 def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = None,
-                 modelfile: Path | str | None = None) -> Report:
-    """Compare an export with the adapter (and base); X001-X005 in a Report."""
+                 modelfile: Path | str | None = None, revision: str | None = None,
+                 adapter_revision: str | None = None) -> Report:
+    """Compare an export with the adapter (and base); X001-X005 in a Report.
+
+    The adapter and base may be Hub ids (`adapter_revision`, `revision`).
+    """
+    from ftdiag.models import resolve_adapter_dir
+
     path = Path(path).expanduser()
     kind = source_kind(path)
-    adapter = read_lora(adapter_dir)
+    adapter = read_lora(resolve_adapter_dir(adapter_dir, adapter_revision))
     report = Report("check-export", layers_run=["X"])
     details = ExportDetails(str(path), "merged-safetensors", str(adapter.path))
     report.details = details  # type: ignore[assignment]  # a typed result (issue 9)
@@ -103,14 +120,14 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         from ftdiag.export.gguf_lora import check_gguf_lora
 
         details.kind = "lora-gguf"
-        base_dir = _optional_base(adapter, base)
+        base_dir = _optional_base(adapter, base, revision)
         details.base = str(base_dir) if base_dir else None
         check, found = check_gguf_lora(path, reader, adapter, base_dir)
         details.gguf_lora = check
         report.add(*(Finding(c, "skip", "skipped: applies to merged exports")
                      for c in ("X001", "X002", "X003")), *found)
     else:
-        base_dir = resolve_base(adapter, base)
+        base_dir = resolve_base(adapter, base, revision)
         details.base = str(base_dir)
         report.add(Finding("X004", "skip", "skipped: not a LoRA GGUF"))
         export: WeightSource
@@ -130,6 +147,7 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         report.add(found_mf)
     else:
         report.add(Finding("X005", "skip", "skipped: no --modelfile given"))
+    report.checks.sort(key=lambda c: c.code)
     return report
 
 
@@ -143,10 +161,11 @@ def is_lora_gguf(reader: object) -> bool:
     return any(t.name.endswith((".lora_a", ".lora_b")) for t in reader.tensors)  # type: ignore[attr-defined]
 
 
-def _optional_base(adapter: LoraAdapter, base: str | None) -> Path | None:
+def _optional_base(adapter: LoraAdapter, base: str | None,
+                   revision: str | None = None) -> Path | None:
     """The base folder when it can be found (a LoRA GGUF is checked without it too)."""
     try:
-        return resolve_base(adapter, base)
+        return resolve_base(adapter, base, revision)
     except FtdiagError:
         if base is not None:
             raise

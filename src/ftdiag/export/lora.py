@@ -29,7 +29,7 @@ class LoraUpdate:
 
     def delta(self) -> np.ndarray:
         """scaling·B·A in the layout of the stored weight (float32)."""
-        d = (self.b @ self.a) * np.float32(self.scaling)
+        d = self.b @ (self.a * np.float32(self.scaling))
         return np.ascontiguousarray(d.T) if self.transposed else d
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from ftdiag.adapters.tensorfile import TensorFile, open_safetensors
 from ftdiag.errors import FtdiagError
 
+EXP_MASK = 0x7F800000
 MANTISSA_BITS = {"F32": 23, "F16": 10, "BF16": 7, "F64": 52}
 # bits per weight and the block a scale covers, for the quantization step estimate
 QUANT_BITS = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32),
@@ -33,15 +34,26 @@ class SavedWeight:
     dtype: str
     half_step: np.ndarray | None = None  # None: derive from the float dtype
 
-    def half_ulp(self) -> np.ndarray:
-        """Half a unit in the last place of each value in the saved dtype (or half a quant step)."""
+    def lost_and_noise(self, update: np.ndarray) -> tuple[int, float]:
+        """(elements of `update` below half a ULP / quant step of W, Σ (2h)²/12 over W).
+
+        For float dtypes both come from the exponent bits (h is a power of two), without a
+        float pass; `update` is overwritten.
+        """
         if self.half_step is not None:
-            return self.half_step
+            h = self.half_step.ravel()
+            np.abs(update, out=update)
+            return int(np.count_nonzero(update.ravel() < h)), float(np.dot(h, h)) / 3.0
         bits = MANTISSA_BITS.get(self.dtype, 23)
-        _, exp = np.frexp(self.values)
-        low = -125 if self.dtype in ("F32", "BF16") else -13  # exponent of the smallest normal
-        exp = np.where(self.values == 0, low, np.maximum(exp, low))
-        return np.ldexp(np.float32(0.5), exp - 1 - bits).astype(np.float32)
+        low = (102 if self.dtype == "F16" else 1) << 23  # half the subnormal spacing (F16)
+        hb = np.bitwise_and(self.values.view(np.int32), np.int32(EXP_MASK))
+        hb -= np.int32((bits + 1) << 23)
+        np.maximum(hb, np.int32(low), out=hb)
+        ub = update.view(np.int32)
+        np.bitwise_and(ub, np.int32(EXP_MASK), out=ub)
+        lost = int(np.count_nonzero(ub < hb))
+        h = hb.view(np.float32).ravel()
+        return lost, float(np.dot(h, h)) / 3.0
 
 
 class WeightSource(Protocol):
@@ -66,18 +78,16 @@ class SafetensorsFolder:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.index = safetensors_index(path)
-        self._files: dict[Path, TensorFile] = {}
+        self._files: dict[Path, TensorFile] = {f: open_safetensors(f)
+                                               for f in sorted(set(self.index.values()))}
 
     def read(self, module: str) -> SavedWeight | None:
         key = weight_key(module, self.index)
         if key is None:
             return None
-        file = self.index[key]
-        if file not in self._files:
-            self._files[file] = open_safetensors(file)
-        tf = self._files[file]
+        tf = self._files[self.index[key]]
         if key not in tf.tensors:
-            raise FtdiagError(f"{file} lacks {key} listed in its index (incomplete export?)")
+            raise FtdiagError(f"{tf.path} lacks {key} listed in its index (incomplete export?)")
         _, values = next(tf.read([key]))
         return SavedWeight(values, tf.tensors[key].dtype)
 

@@ -14,7 +14,7 @@ from ftdiag.export.compare import ModuleCheck
 from ftdiag.findings import Report
 from ftdiag.render.findings import checks_table, verdict_text
 
-SHOWN = 12  # modules listed in the table; the rest are summarised
+SHOWN = 8  # modules listed in the table; the rest are summarised
 STYLE = {"merged": "green", "base": "red", "wrong": "red", "missing": "red", "shape": "red",
          "unresolved": "yellow", "no-update": "dim", "dora": "dim"}
 
