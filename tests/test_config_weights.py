@@ -103,3 +103,20 @@ def test_healthy_adapter_passes_a011(broken: Path, base: Path) -> None:
     """`broken` is still an untouched copy of the healthy adapter here."""
     report = run_static(broken, base)
     assert next(f for f in report.checks if f.code == "A011").status == "pass"
+
+
+def test_ab_test_and_doctor_report_the_loader_error_as_a011(trained_adapter: Path,
+                                                           tiny_llama: Path,
+                                                           tmp_path: Path) -> None:
+    adapter = edit_config(copy_adapter(trained_adapter, tmp_path / "a"), bias="bogus")
+    titles = tmp_path / "titles.txt"
+    titles.write_text("Steel bottle\n")
+    runner = CliRunner()
+    for argv in (["ab-test", "--adapter", str(adapter), "--base", str(tiny_llama),
+                  "--titles", str(titles)], ["doctor", str(adapter), "--base", str(tiny_llama),
+                                             "--titles", str(titles)]):
+        res = runner.invoke(app, [*argv, "--max-new-tokens", "4", "--json"])
+        doc = json.loads(res.stdout)
+        assert res.exit_code == 1 and doc["verdict"] == "fail", argv[0]
+        a011 = [f for f in doc["findings"] if f["code"] == "A011"]
+        assert a011 and "bogus" in a011[0]["evidence"]["loader_error"], argv[0]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from _ab_helpers import TITLES, merged_dir, write_titles  # noqa: F401
 from _server import ServedModels, Server, openai_server, served_models  # noqa: F401
+from test_json_schema import _pin
 from typer.testing import CliRunner
 
 from ftdiag.cli import app
@@ -57,6 +58,7 @@ def test_served_merged_adapter_reproduces_the_local_adapter(
     assert all(r["outputs"]["served-base"] == r["outputs"]["base"] for r in rows)
     assert rep["details"]["endpoint"]["listed_models"] is not None
     assert str(m.merged) in rep["details"]["endpoint"]["listed_models"]
+    _pin("ab-test-endpoint", rep)  # --json keys pinned like every command's
 
 
 def test_base_served_under_the_adapters_name_is_e001_and_e002(

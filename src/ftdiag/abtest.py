@@ -179,8 +179,9 @@ def fit_prompt(title: str, tpl: PromptTemplate, tokenizer: Any, budget: int) -> 
 
 def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
     """Preflight (layer S), then base + adapter loaded once (PeftModel) and its tokenizer."""
+    from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight
-    from ftdiag.models import load_adapter, load_base
+    from ftdiag.models import load_base
 
     pre = preflight(cfg.adapter_dir, cfg.base, revision=cfg.revision,
                     adapter_revision=cfg.adapter_revision)
@@ -188,7 +189,11 @@ def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
         return None, None, pre.static
     assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
     loaded = load_base(pre.base_dir)
-    return load_adapter(loaded, pre.adapter_dir), loaded.tokenizer, pre.static
+    model, refused = try_load_adapter(loaded, pre.adapter_dir)
+    if refused is not None:  # A011: a fail with PEFT's reason, not an exit 2
+        pre.static.add(refused)
+        return None, None, pre.static
+    return model, loaded.tokenizer, pre.static
 
 
 def _load_merged(path: Path | str, like: Any) -> Any:

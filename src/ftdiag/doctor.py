@@ -98,9 +98,10 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
         return _finish(result)
     from ftdiag.adapters import runtime_layer
+    from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight, resolve_base
     from ftdiag.adapters.runtime import audit_runtime
-    from ftdiag.models import load_adapter, load_base
+    from ftdiag.models import load_base
 
     pre = preflight(adapter_dir, base, base_required=False, revision=revision)
     if pre.static.verdict == "fail":  # doctor stops at the first failing layer
@@ -111,7 +112,14 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
 
     say("loading base + adapter (once)")
     loaded = load_base(pre.base_dir or resolve_base(adapter_dir, base, revision))
-    model = load_adapter(loaded, adapter_dir)
+    model, refused = try_load_adapter(loaded, adapter_dir)
+    if refused is not None:  # A011: PEFT refuses the adapter for this base
+        pre.static.add(refused)
+        result.sections["check"] = pre.static
+        _absorb(report, pre.static, "S")
+        report.layers_skipped.update({"R": "PEFT cannot load the adapter (A011)",
+                                      "G": "PEFT cannot load the adapter (A011)"})
+        return _finish(result)
     merged = run_dir / "merged"
     cfg = ABConfig(adapter_dir=adapter_dir, base=str(loaded.model_dir),
                    merged_dir=merged if (merged / "config.json").is_file() else None,

@@ -82,7 +82,9 @@ def _load(pre: Preflight, model: Any, tokenizer: Any) -> tuple[Any, Any]:
         try:
             model = load_adapter(loaded, pre.adapter_dir)
         except FtdiagError as exc:
-            raise AdapterLoadError(" ".join(str(exc.__cause__ or exc.message).split())) from exc
+            from ftdiag.adapters.consistency import loader_reason
+
+            raise AdapterLoadError(loader_reason(exc)) from exc
     if tokenizer is None:
         from transformers import AutoTokenizer
 

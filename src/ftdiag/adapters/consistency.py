@@ -52,6 +52,22 @@ def provenance_checks(files: AdapterFiles, modules: dict[str, AdapterModule], ot
             quantized_training_base(files.config, base)]
 
 
+def try_load_adapter(loaded: Any, adapter_dir: str | Path) -> tuple[Any, Finding | None]:
+    """The PeftModel on `loaded` base, or (None, A011 with PEFT's reason) when PEFT refuses it."""
+    from ftdiag.errors import FtdiagError
+    from ftdiag.models import load_adapter
+
+    try:
+        return load_adapter(loaded, adapter_dir), None
+    except FtdiagError as exc:
+        return None, loader_failure(loader_reason(exc))
+
+
+def loader_reason(exc: BaseException) -> str:
+    """The loader's own message on one line (PEFT's size-mismatch lists span many)."""
+    return " ".join(str(exc.__cause__ or getattr(exc, "message", exc)).split())
+
+
 def loader_failure(reason: str) -> Finding:
     """A011 (fail): PEFT/transformers refused to load the adapter onto the base."""
     return finding("A011", f"PEFT cannot load the adapter onto the base: {reason[:400]}",

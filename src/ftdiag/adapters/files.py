@@ -45,6 +45,33 @@ class AdapterFiles:
         elif self._file is not None:
             yield from self._file.read(keys)
 
+    def raw(self, key: str) -> tuple[np.ndarray, str]:
+        """(tensor as stored, dtype name): a memory-map view (BF16 as uint16), no copy."""
+        if self._bin is not None:
+            return self._bin[key], "F32"
+        assert self._file is not None
+        return self._file.raw(key), self.dtypes[key]
+
+    def release(self, keys: list[str]) -> None:
+        """Drop the pages of tensors already reduced from the resident set (memory map only)."""
+        if self._file is not None:
+            for k in keys:
+                self._file.release(k)
+
+    def nonfinite(self, keys: list[str] | None = None) -> list[str]:
+        """The keys (default all) whose tensor holds NaN/Inf, checked from the stored bits."""
+        keys = list(self.shapes) if keys is None else keys
+        if self._bin is not None:
+            return [k for k in keys if not bool(np.isfinite(self._bin[k]).all())]
+        if self._file is None:
+            return []
+        out = []
+        for k in keys:
+            if not self._file.finite(k):
+                out.append(k)
+            self._file.release(k)
+        return out
+
 
 def read_adapter(adapter_dir: str | Path) -> AdapterFiles:
     """Open an adapter folder; a missing config/weights file is reported (A001), not raised."""

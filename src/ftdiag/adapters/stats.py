@@ -14,7 +14,7 @@ import numpy as np
 
 from ftdiag.adapters.files import AdapterFiles
 from ftdiag.adapters.keys import AdapterModule, BaseLayout
-from ftdiag.adapters.tensorfile import open_safetensors
+from ftdiag.adapters.tensorfile import open_safetensors, widen
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +45,68 @@ def pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
     return default
 
 
+def gram(x: np.ndarray, dtype: str = "F32", *, rows: bool, wide: bool = False) -> np.ndarray:
+    """x·xᵀ (rows=True: lora_A, r×in) or xᵀ·x (lora_B, out×r) as float64, from a stored tensor.
+
+    Computed in float32 (BF16 products are exact there; only the sums round, ~1e-6 relative)
+    unless `wide`. A NaN/Inf element makes its diagonal entry NaN/Inf.
+    """
+    if wide:
+        xf = (widen(x, dtype) if x.dtype == np.uint16 else x).astype(np.float64, copy=False)
+    else:
+        xf = widen(x, dtype)
+    g = xf @ xf.T if rows else xf.T @ xf
+    return g.astype(np.float64, copy=False)
+
+
 def delta_norm(a: np.ndarray, b: np.ndarray) -> float:
     """‖B·A‖_F via trace((BᵀB)(AAᵀ)): two r×r products, ΔW never materialised."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    sq = float(((b64.T @ b64) * (a64 @ a64.T)).sum())
-    return math.sqrt(max(sq, 0.0))
+    return _delta(gram(a, rows=True), gram(b, rows=False))
 
 
-def layer_stat(mod: AdapterModule, tensors: dict[str, np.ndarray], config: dict[str, Any],
-               dtype: str, finite: bool) -> LayerStat | None:
-    """Stats of one module, or None when it has no complete A/B pair."""
-    a = tensors.get("lora_A", tensors.get("lora_embedding_A"))
-    b = tensors.get("lora_B", tensors.get("lora_embedding_B"))
-    if a is None or b is None or a.ndim != 2 or b.ndim != 2:
-        return None
+def _delta(ga: np.ndarray, gb: np.ndarray) -> float:
+    return math.sqrt(max(float((gb * ga).sum()), 0.0))
+
+
+def module_stat(files: AdapterFiles, mod: AdapterModule,
+                config: dict[str, Any]) -> tuple[LayerStat | None, list[str]]:
+    """Stats of one module (None without a 2-D A/B pair) and its keys holding NaN/Inf.
+
+    Reads the module's tensors as stored: norms come from the Gram diagonals, whose being
+    finite proves every element finite; only otherwise (or for other parts, e.g. DoRA
+    magnitudes) are the bits scanned. A B is scanned for `b_zero` only if its trace is 0.
+    """
+    a_key = mod.keys.get("lora_A", mod.keys.get("lora_embedding_A"))
+    b_key = mod.keys.get("lora_B", mod.keys.get("lora_embedding_B"))
+    others = [k for k in mod.keys.values() if k not in (a_key, b_key)]
+    bad = files.nonfinite(others)
+    if a_key is None or b_key is None:
+        return None, bad + files.nonfinite([k for k in (a_key, b_key) if k])
+    (a, a_dtype), (b, b_dtype) = files.raw(a_key), files.raw(b_key)
+    if a.ndim != 2 or b.ndim != 2:
+        return None, bad + files.nonfinite([a_key, b_key])
+    with np.errstate(over="ignore", invalid="ignore"):
+        ga, gb = gram(a, a_dtype, rows=True), gram(b, b_dtype, rows=False)
+    if not math.isfinite(float(np.trace(ga)) + float(np.trace(gb))):
+        bad += files.nonfinite([a_key, b_key])  # NaN/Inf, or squares overflowed float32
+        if not bad:
+            ga, gb = gram(a, a_dtype, rows=True, wide=True), gram(b, b_dtype, rows=False,
+                                                                  wide=True)
+    b_sq = float(np.trace(gb))
+    b_zero = not bad and b_sq == 0 and not bool(widen(b, b_dtype).any())
+    files.release([a_key, b_key])
     rank = int(a.shape[0])
     alpha = float(pattern_value(config.get("alpha_pattern", {}), mod.name,
                                 config.get("lora_alpha", rank)))
     scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / max(rank, 1)
-    ok = finite and a.shape[0] == b.shape[1]
-    dn = delta_norm(a, b) * scaling if ok else float("nan")
-    norm = (lambda x: float(np.linalg.norm(x))) if finite else (lambda x: float("nan"))
-    return LayerStat(mod.name, rank, alpha, scaling, dtype, norm(a), norm(b), dn,
-                     b_zero=finite and not bool(b.any()), finite=finite)
+    nan = float("nan")
+    stat = LayerStat(mod.name, rank, alpha, scaling, files.dtypes.get(a_key, "?"), nan, nan, nan,
+                     b_zero=b_zero, finite=not bad)
+    if not bad:
+        stat.a_norm, stat.b_norm = math.sqrt(float(np.trace(ga))), math.sqrt(b_sq)
+        if a.shape[0] == b.shape[1]:
+            stat.delta_norm = _delta(ga, gb) * scaling
+    return stat, bad
 
 
 def base_weight_index(model_dir: Path) -> dict[str, Path]:
@@ -100,25 +139,21 @@ def base_norms(layout: BaseLayout, modules: list[str]) -> dict[str, float]:
 
 def compute_stats(files: AdapterFiles, modules: dict[str, AdapterModule],
                   config: dict[str, Any]) -> tuple[list[LayerStat], list[str]]:
-    """Per-module stats over the whole file; also the keys holding NaN/Inf."""
+    """Per-module stats, reading and reducing one module at a time; also the NaN/Inf keys.
+
+    Peak memory is one module's tensors in float32 whatever the file size: pages of a
+    reduced module leave the resident set.
+    """
     stats: list[LayerStat] = []
-    nonfinite: list[str] = []
-    by_key = {k: (m, part) for m in modules.values() for part, k in m.keys.items()}
-    current: dict[str, dict[str, np.ndarray]] = {}
-    for key, t in files.tensors():
-        if t.size and not bool(np.isfinite(t).all()):
-            nonfinite.append(key)
-        if key in by_key:
-            mod, part = by_key[key]
-            current.setdefault(mod.name, {})[part] = t
-    bad = set(nonfinite)
-    for name, mod in modules.items():
-        first = mod.keys.get("lora_A") or next(iter(mod.keys.values()))
-        stat = layer_stat(mod, current.get(name, {}), config, files.dtypes.get(first, "?"),
-                          finite=not bad & set(mod.keys.values()))
+    bad: set[str] = set()
+    for mod in modules.values():
+        stat, nonfinite = module_stat(files, mod, config)
+        bad.update(nonfinite)
         if stat is not None:
             stats.append(stat)
-    return stats, nonfinite
+    seen = {k for m in modules.values() for k in m.keys.values()}
+    bad.update(files.nonfinite([k for k in files.shapes if k not in seen]))
+    return stats, [k for k in files.shapes if k in bad]
 
 
 def add_ratios(stats: list[LayerStat], norms: dict[str, float]) -> None:

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ftdiag.commands._common import emit, handle_errors, write_report
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ftdiag.demo import DemoResult
+    from ftdiag.endpoint.demo import ServeDemo
+    from ftdiag.progress import ProgressFn, StageFn
+
+SERVE_TITLES, SERVE_TOKENS = 3, 32  # the served check at ~4 tokens/s on a small CPU
 
 
 def register(app: typer.Typer) -> None:
@@ -17,6 +27,8 @@ def register(app: typer.Typer) -> None:
         workdir: Path | None = typer.Option(None, "--workdir",
                                             help="Where the demo run goes (default: cache dir)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+        serve: bool = typer.Option(False, "--serve", help="Then serve the merged model with "
+                                   "`transformers serve` and check it (ab-test --endpoint)."),
     ) -> None:
         """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
         from ftdiag.demo import run_demo
@@ -26,6 +38,28 @@ def register(app: typer.Typer) -> None:
 
         with stage_progress(enabled=not json_out) as (stage, progress):
             result = run_demo(fast=fast, workdir=workdir, stage=stage, progress=progress)
+            served = _serve(result, stage, progress) if serve else None
         write_report(result.report_path, to_html(result.doctor))
-        emit(result.report, json_out=json_out,
-             render=lambda _rep, console: print_demo(result, console))
+        if served is not None:
+            result.report.add(*served.report.checks)
+            result.report.details["serve"] = {"url": served.url, "merged": str(served.merged)}
+
+        def render(_rep: object, console: Console) -> None:
+            print_demo(result, console)
+            if served is not None:
+                from ftdiag.render.endpoint import print_serve_demo
+
+                print_serve_demo(served, console)
+
+        emit(result.report, json_out=json_out, render=render)
+
+
+def _serve(result: DemoResult, stage: StageFn, progress: ProgressFn) -> ServeDemo:
+    """Merge, serve and check the demo's adapter (ftdiag.endpoint.demo)."""
+    from ftdiag.endpoint.demo import run_serve_demo
+    from ftdiag.models import EMBEDDED_NAME
+    from ftdiag.records import read_records
+
+    records = read_records(result.data)[:SERVE_TITLES]
+    return run_serve_demo(result.train.adapter_dir, EMBEDDED_NAME, records, result.workdir,
+                          max_new_tokens=SERVE_TOKENS, stage=stage, progress=progress)

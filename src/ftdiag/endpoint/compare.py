@@ -72,12 +72,23 @@ class EndpointSummary:
 
 
 @dataclass
+class LocalReference:
+    """The local ab-test on the same titles: its checks, prompts, base/adapter texts, tokenizer."""
+
+    report: Report
+    prompts: list[str]
+    texts: dict[str, list[str]]
+    tokenizer: Any = None
+
+
+@dataclass
 class EndpointResult:
     """The report (command 'ab-test'), per-title rows and the summary."""
 
     report: Report
     rows: list[EndpointRow] = field(default_factory=list)
     summary: EndpointSummary | None = None
+    reference: LocalReference | None = field(default=None, repr=False)  # reusable, not reported
 
 
 def chat_messages(title: str) -> list[dict[str, str]]:
@@ -86,9 +97,9 @@ def chat_messages(title: str) -> list[dict[str, str]]:
             {"role": "user", "content": f"Title: {title}"}]
 
 
-def _local(spec: EndpointSpec, records: list[Record], progress: Progress | None) -> tuple[
-        Report, list[str], dict[str, list[str]], Any]:
-    """Local ab-test on the same titles: its report, prompts, base/adapter texts and tokenizer."""
+def local_reference(spec: EndpointSpec, records: list[Record],
+                    progress: Progress | None = None) -> LocalReference:
+    """Local ab-test on the same titles (one weight copy): the reference the server must match."""
     from ftdiag.abtest import ABConfig, run_ab_test
     from ftdiag.adapters.preflight import resolve_base
     from ftdiag.models import load_tokenizer
@@ -100,13 +111,17 @@ def _local(spec: EndpointSpec, records: list[Record], progress: Progress | None)
     ab = run_ab_test(cfg, records, progress=progress)
     texts = {arm: [r.outputs[arm] for r in ab.rows] for arm in (LOCAL_BASE, LOCAL_ADAPTER)}
     tokenizer = load_tokenizer(resolve_base(cfg.adapter_dir, cfg.base)) if ab.rows else None
-    return ab.report, [r.prompt for r in ab.rows], texts, tokenizer
+    return LocalReference(ab.report, [r.prompt for r in ab.rows], texts, tokenizer)
 
 
 def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
                       stage: Callable[[str], None] | None = None,
-                      progress: Progress | None = None) -> EndpointResult:
-    """Local reference (with an adapter), then every prompt to the served base and adapter."""
+                      progress: Progress | None = None,
+                      reference: LocalReference | None = None) -> EndpointResult:
+    """Local reference (with an adapter), then every prompt to the served base and adapter.
+
+    reference: a LocalReference computed earlier for the same spec and titles (reused as is).
+    """
     records = [r for r in records if r.title.strip()]
     if not records:
         raise FtdiagError("no titles to test (all empty)")
@@ -120,17 +135,17 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
     tokenizer = None
     template = spec.template or PromptTemplate()
     prompts = [template.render(r.title) for r in records] if not template.is_chat else []
-    if spec.adapter_dir is not None:
+    if spec.adapter_dir is not None and reference is None:
         if stage:
             stage(f"local base and adapter on {len(records)} titles")
-        local_report, local_prompts, local, tokenizer = _local(spec, records, progress)
-        report.add(*local_report.checks)
-        report.layers_run += local_report.layers_run
-        report.layers_skipped.update(local_report.layers_skipped)
-        if local_prompts:
-            prompts = local_prompts
-        else:  # the static gate stopped the local run: the server is still asked
-            local = {}
+        reference = local_reference(spec, records, progress)
+    if reference is not None:
+        report.add(*reference.report.checks)
+        report.layers_run += reference.report.layers_run
+        report.layers_skipped.update(reference.report.layers_skipped)
+        if reference.prompts:
+            prompts, local, tokenizer = reference.prompts, reference.texts, reference.tokenizer
+        # else the static gate stopped the local run: the server is still asked
     chat = spec.endpoint.chat
     sent: list[Any] = [chat_messages(r.title) for r in records] if chat else prompts
     if not sent:
@@ -153,12 +168,12 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
     if any(c.status == "fail" for c in missing):
         why = "requests failed (E003)"
         report.add(*(Finding(code, "skip", why) for code in ("E001", "E002", "E004")))
-        return EndpointResult(report, rows, summary)
+        return EndpointResult(report, rows, summary, reference)
     _count(summary, rows, local)
     report.add(_identical_check(summary, spec))
     e002 = _base_check(summary, rows, local)
     report.add(e002, _drift_check(summary, rows, local, e002))
-    return EndpointResult(report, rows, summary)
+    return EndpointResult(report, rows, summary, reference)
 
 
 def _tokens(text: str, tokenizer: Any) -> list[Any]:

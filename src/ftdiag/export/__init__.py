@@ -90,8 +90,11 @@ def compare_merged(adapter: LoraAdapter, base: WeightSource,
             return missing(name, "export")
         return compare_module(adapter.updates[name], wb, we, dora=adapter.dora)
 
+    from threadpoolctl import threadpool_limits
+
     workers = max(1, min(THREADS, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
+    # many small products per module: BLAS threads would only contend with the workers
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
         checks = list(pool.map(one, adapter.updates))
     if all(c.verdict == "missing" for c in checks):
         raise FtdiagError(f"{export.path} holds none of the adapter's {len(checks)} modules "

@@ -19,6 +19,7 @@ from ftdiag.findings import Finding, finding, passed
 
 Verdict = Literal["merged", "base", "wrong", "unresolved", "missing", "shape", "no-update",
                   "dora"]
+BLOCK = 1 << 18  # elements per block of rows (1 MiB of float32)
 SAMPLE_ROWS = 256  # rows per module for the X003 share and the noise estimate
 MIN_TOL = 0.02  # |scale − 1| (or |scale|) tolerated even without noise
 LOST_MOST = 0.5  # X003 fires when this share of the update's elements rounds away
@@ -57,13 +58,14 @@ def bf16_round(x: np.ndarray) -> np.ndarray:
     return u.view(np.float32)
 
 
-def is_cast_of(export: SavedWeight, base: np.ndarray) -> bool:
+def is_cast_of(export: SavedWeight, base: SavedWeight) -> bool:
     """Does a half-precision export hold exactly the base weight cast to its dtype?"""
-    we = export.values
-    if export.dtype not in ("BF16", "F16") or not np.array_equal(cast(we[:1], export.dtype),
-                                                                 cast(base[:1], export.dtype)):
+    if export.dtype not in ("BF16", "F16"):
+        return False
+    first = slice(0, 1)
+    if not np.array_equal(export.rows(first), cast(base.rows(first), export.dtype)):
         return False  # the first row already differs after the cast
-    return bool(np.array_equal(we, cast(base, export.dtype)))
+    return bool(np.array_equal(export.values, cast(base.values, export.dtype)))
 
 
 def cast(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -80,35 +82,30 @@ def compare_module(upd: LoraUpdate, base: SavedWeight, export: SavedWeight, *,
     <U,U> and <D,U> are computed through the rank-r factors, so the full update is never
     built; the X003 share and the rounding noise are measured on up to SAMPLE_ROWS rows.
     """
-    wb, we = base.values, export.values
-    check = ModuleCheck(upd.module, "shape", export.dtype, int(we.size))
-    if we.shape != wb.shape:
-        check.note = f"export {we.shape} vs base {wb.shape}"
+    check = ModuleCheck(upd.module, "shape", export.dtype, int(np.prod(export.shape)))
+    if export.shape != base.shape:
+        check.note = f"export {export.shape} vs base {base.shape}"
         return check
     a_s = upd.a * np.float32(upd.scaling)
     shape = (a_s.shape[1], upd.b.shape[0]) if upd.transposed else (upd.b.shape[0], a_s.shape[1])
-    if shape != wb.shape:
-        check.note = f"adapter update {shape} vs weight {wb.shape}"
+    if shape != base.shape:
+        check.note = f"adapter update {shape} vs weight {base.shape}"
         return check
-    cast_base = is_cast_of(export, wb)
-    d = np.subtract(we, wb, out=wb if wb.flags.writeable else None)  # wb is not used after
-    dd = float(np.dot(d.ravel(), d.ravel()))
-    exact_base = dd == 0.0 or cast_base
-    bd = ((d if upd.transposed else d.T) @ upd.b).T  # [r, in]: Bᵀ·D (this order is fast)
-    du = float(np.sum(bd.astype(np.float64) * a_s))
+    dd, bdt = diff_products(base, export, upd.b, upd.transposed)
+    exact_base = dd == 0.0 or is_cast_of(export, base)
+    du = float(np.sum(bdt * a_s.T))
     uu = float(np.sum((upd.b.T.astype(np.float64) @ upd.b) * (a_s.astype(np.float64) @ a_s.T)))
-    rows = sample_rows(wb.shape[0])
+    rows = sample_rows(base.shape[0])
     u_rows = (a_s[:, rows].T @ upd.b.T) if upd.transposed else upd.b[rows] @ a_s
-    half = export.half_step[rows] if export.half_step is not None else None
-    lost, noise_rows = SavedWeight(we[rows], export.dtype, half).lost_and_noise(u_rows)
+    lost, noise_rows = export.sample(rows).lost_and_noise(u_rows)
     check.lost_share = lost / max(u_rows.size, 1)
-    noise2 = noise_rows * we.shape[0] / len(rows)
+    noise2 = noise_rows * base.shape[0] / len(rows)
     if uu == 0.0:
         check.verdict = "base" if exact_base else "no-update"
         return check
     scale = du / uu
     resid2 = max(dd - du * du / uu, 0.0)
-    se = math.sqrt(max(resid2, noise2) / max(we.size, 1) / uu)
+    se = math.sqrt(max(resid2, noise2) / max(check.elements, 1) / uu)
     check.scale, check.scale_se = scale, se
     check.rel_err = math.sqrt(max(dd - 2 * du + uu, 0.0) / uu)
     check.cosine = du / math.sqrt(dd * uu) if dd > 0 else 0.0
@@ -127,6 +124,27 @@ def compare_module(upd: LoraUpdate, base: SavedWeight, export: SavedWeight, *,
     else:
         check.verdict = "wrong"
     return check
+
+
+def diff_products(base: SavedWeight, export: SavedWeight, b: np.ndarray,
+                  transposed: bool) -> tuple[float, np.ndarray]:
+    """‖D‖² and (Bᵀ·D)ᵀ [in, r] for D = W_export − W_base, a block of rows at a time.
+
+    Blocks of about BLOCK elements stay in cache: the stored tensors are read once.
+    """
+    n_rows, n_cols = base.shape
+    step = max(1, BLOCK // max(n_cols, 1))
+    dd = 0.0
+    bdt = np.zeros((n_rows, b.shape[1]) if transposed else (n_cols, b.shape[1]), np.float64)
+    for start in range(0, n_rows, step):
+        block = slice(start, min(start + step, n_rows))
+        d = export.rows(block) - base.rows(block)
+        dd += float(np.dot(d.ravel(), d.ravel()))
+        if transposed:  # stored [in, out]: rows of D·B are rows of the result
+            bdt[block] = d @ b
+        else:  # stored [out, in]: Bᵀ·D sums over the rows (this operand order is fast)
+            bdt += d.T @ b[block]
+    return dd, bdt
 
 
 def sample_rows(n: int) -> np.ndarray:

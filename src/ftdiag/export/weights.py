@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ftdiag.adapters.tensorfile import TensorFile, open_safetensors
+from ftdiag.adapters.tensorfile import NP_DTYPES, TensorFile, open_safetensors
 from ftdiag.errors import FtdiagError
 
 EXP_MASK = 0x7F800000
@@ -28,11 +28,35 @@ QUANT_BITS = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32)
 
 @dataclass
 class SavedWeight:
-    """One module's weight as saved: values (float32, HF layout), dtype, rounding half-step."""
+    """One module's weight as saved (HF layout): stored array, dtype, rounding half-step.
 
-    values: np.ndarray
+    `raw` holds float32 values, or the stored half-precision array (BF16 as its uint16 bits,
+    memory-mapped); `rows()` widens only the rows asked for, so big tensors go block by block.
+    """
+
+    raw: np.ndarray
     dtype: str
     half_step: np.ndarray | None = None  # None: derive from the float dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.raw.shape)
+
+    def rows(self, index: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """float32 values of the selected rows."""
+        part = self.raw[index]
+        if part.dtype == np.uint16:  # bfloat16 bits
+            return np.left_shift(part, 16, dtype=np.uint32).view(np.float32)
+        return np.asarray(part, dtype=np.float32)
+
+    @property
+    def values(self) -> np.ndarray:
+        return self.rows()
+
+    def sample(self, rows: np.ndarray) -> SavedWeight:
+        """The selected rows as float32 (with their half-steps)."""
+        half = self.half_step[rows] if self.half_step is not None else None
+        return SavedWeight(self.rows(rows), self.dtype, half)
 
     def lost_and_noise(self, update: np.ndarray) -> tuple[int, float]:
         """(elements of `update` below half a ULP / quant step of W, Σ (2h)²/12 over W).
@@ -88,8 +112,12 @@ class SafetensorsFolder:
         tf = self._files[self.index[key]]
         if key not in tf.tensors:
             raise FtdiagError(f"{tf.path} lacks {key} listed in its index (incomplete export?)")
-        _, values = next(tf.read([key]))
-        return SavedWeight(values, tf.tensors[key].dtype)
+        info = tf.tensors[key]
+        if info.dtype not in ("F32", "F16", "BF16"):
+            return SavedWeight(next(tf.read([key]))[1], info.dtype)
+        mm = np.memmap(tf.path, dtype=np.uint8, mode="r")
+        raw = mm[tf.data_offset + info.start:tf.data_offset + info.end]
+        return SavedWeight(raw.view(NP_DTYPES[info.dtype]).reshape(info.shape), info.dtype)
 
 
 def safetensors_index(path: Path) -> dict[str, Path]:

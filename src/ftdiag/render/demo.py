@@ -62,11 +62,14 @@ def print_demo(result: DemoResult, console: Console) -> None:
 def demo_verdict(result: DemoResult) -> Text:
     """The demo's last line, in words: was the seed's bug reproduced and caught?"""
     doctor = result.doctor.report.verdict
+    overall = result.report.verdict
     if result.bug_caught:
-        return Text(f"demo: PASS — the seed's bug was reproduced (the mutated 'base' gave the "
+        rest = "" if overall == "pass" else f"; other checks: {overall.upper()} (see above)"
+        return Text(f"demo: the seed's bug was reproduced (the mutated 'base' gave the "
                     f"adapter's text) and caught (R004); doctor on the trained adapter: "
-                    f"{doctor.upper()}", style="bold green" if doctor != "fail" else "bold red")
+                    f"{doctor.upper()}{rest}", style="bold green" if overall != "fail"
+                    else "bold red")
     what = ("reproduced but NOT caught" if result.seed_bug.naive_identical
             else "not reproduced (the two 'arms' differed)")
-    return Text(f"demo: FAIL — the seed's bug was {what}; doctor on the trained adapter: "
+    return Text(f"demo: FAIL, the seed's bug was {what}; doctor on the trained adapter: "
                 f"{doctor.upper()}", style="bold red")

@@ -15,7 +15,13 @@ from ftdiag.endpoint.compare import (
     EndpointRow,
     EndpointSummary,
 )
-from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
+from ftdiag.endpoint.demo import ServeDemo
+from ftdiag.render.findings import (
+    checks_table,
+    findings_table,
+    passed_skipped_line,
+    verdict_text,
+)
 from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
 ARM_STYLE = {SERVED_BASE: "cyan", SERVED_ADAPTER: "magenta", "base": "dim cyan",
@@ -147,3 +153,14 @@ def to_junit(result: EndpointResult) -> str:
         root.append(s)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def print_serve_demo(demo: ServeDemo, console: Console) -> None:
+    """`demo --serve`: the export passing, the wrong name failing, and the demo's verdict."""
+    console.rule("[bold]5. serving: ab-test --endpoint on transformers serve")
+    console.print(f"server: {demo.url}   merged export: {demo.merged}")
+    console.print(Text("the merged export under its own name:", style="bold"))
+    print_endpoint(demo.healthy, console, show=3)
+    console.print(Text("the fine-tune's name deployed with the base weights:", style="bold"))
+    print_endpoint(demo.wrong, console, show=0)
+    console.print(checks_table(demo.report.checks, "demo --serve"))
