@@ -115,7 +115,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     model, refused = try_load_adapter(loaded, adapter_dir)
     if refused is not None:  # A011: PEFT refuses the adapter for this base
         pre.static.add(refused)
-        result.sections["check"] = pre.static
+        result.sections.check = pre.static
         _absorb(report, pre.static, "S")
         report.layers_skipped.update({"R": "PEFT cannot load the adapter (A011)",
                                       "G": "PEFT cannot load the adapter (A011)"})
