@@ -77,7 +77,7 @@ def run_ftdiag(adapter: str, n: int, new: int, batch: int) -> dict[str, Any]:
     texts = [[r.outputs["base"], r.outputs["adapter"]] for r in res.rows]
     tokens = sum(r.tokens["base"] + r.tokens["adapter"] for r in res.rows)
     return {"gen_s": timing["gen"], "total_s": total, "tokens": tokens, "texts": texts,
-            "identical": res.summary["identical"]}
+            "identical": res.summary.identical}
 
 
 def run_naive(adapter: str, n: int, new: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 from transformers import PrinterCallback, TrainerCallback
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "amazon_titles_sample.json"
+SAMPLE = Path(__file__).resolve().parents[1] / "src/ftdiag/samples/amazon_titles_sample.json"
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear",
         "task_type": "CAUSAL_LM"}
 

@@ -21,7 +21,7 @@ from trl import SFTConfig, SFTTrainer
 
 from ftdiag import FtdiagCallback, tiny
 
-DATA = Path(__file__).with_name("amazon_titles_sample.json")
+DATA = Path(__file__).parents[1] / "src" / "ftdiag" / "samples" / "amazon_titles_sample.json"
 TEMPLATE = "Title: {title}\nDescription: "
 
 

@@ -5,7 +5,7 @@ learnable style: an opening sentence naming the product, two or three feature se
 closing line. A few deliberately bad records (empty title, whitespace description, exact
 duplicates) exercise ftdiag's filtering. Seeded and stdlib only:
 
-    python examples/make_sample_data.py --out examples/amazon_titles_sample.json --n 1000
+    python examples/make_sample_data.py --out src/ftdiag/samples/amazon_titles_sample.json --n 1000
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def make_dataset(n: int = 1000, seed: int = 0) -> list[dict[str, object]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path,
-                    default=Path(__file__).with_name("amazon_titles_sample.json"))
+                    default=Path(__file__).parents[1] / "src" / "ftdiag" / "samples"
+                    / "amazon_titles_sample.json")
     ap.add_argument("--n", type=int, default=1000, help="number of records (≤ 2000 committed)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()

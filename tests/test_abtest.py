@@ -28,11 +28,11 @@ def test_trained_adapter_gives_different_outputs(tiny_llama: Path,
     s = res.summary
     assert res.report.command == "ab-test"
     assert "B001" not in res.report.codes() and res.report.exit_code() == 0
-    assert s["n"] == 4 and s["identical"] == 0 and s["identical_share"] == 0.0
-    assert set(s["mean_new_tokens"]) == {"base", "adapter"}
+    assert s.n == 4 and s.identical == 0 and s.identical_share == 0.0
+    assert set(s.mean_new_tokens) == {"base", "adapter"}
     for key in ("rouge_l", "token_f1", "ref_nll", "hit_max_share", "generation_config"):
-        assert key in s
-    assert s["ref_nll"]["adapter"] < s["ref_nll"]["base"]
+        assert getattr(s, key) is not None
+    assert s.ref_nll is not None and s.ref_nll["adapter"] < s.ref_nll["base"]
     row = res.rows[0]
     assert row.outputs["base"] != row.outputs["adapter"] and not row.identical
     assert row.first_divergent_token is not None
@@ -42,7 +42,7 @@ def test_trained_adapter_gives_different_outputs(tiny_llama: Path,
 def test_zero_b_adapter_is_b001(tiny_llama: Path, zero_adapter: Path) -> None:  # noqa: F811
     res = run_ab_test(cfg(zero_adapter, tiny_llama), RECORDS)
     assert {"B001", "A003", "R005"} <= res.report.codes()
-    assert res.summary["identical"] == 4 and res.report.exit_code() == 1
+    assert res.summary.identical == 4 and res.report.exit_code() == 1
     assert all(r.identical and r.first_divergent_token is None for r in res.rows)
 
 
@@ -54,7 +54,7 @@ def test_mutated_object_as_base_arm_is_r004(tiny_llama: Path, trained_adapter: P
     r004 = [c for c in res.report.checks if c.code == "R004"]
     assert r004[0].status == "fail" and res.report.exit_code() == 1
     # ab-test used disable_adapter() instead, so the texts it shows are still honest
-    assert res.summary["identical"] == 0
+    assert res.summary.identical == 0
 
 
 def test_a_clean_separate_base_object_is_accepted(tiny_llama: Path,
@@ -138,7 +138,7 @@ def test_sampling_is_r008_and_train_mode_is_r003(tiny_llama: Path,
                       RECORDS[:2], model=model, tokenizer=loaded.tokenizer)
     assert {"R003", "R008"} <= res.report.codes()
     assert not model.training
-    assert res.summary["generation_config"]["do_sample"] is True
+    assert res.summary.generation_config["do_sample"] is True
 
 
 def test_check_batch_and_long_titles(tiny_llama: Path, trained_adapter: Path) -> None:
@@ -148,8 +148,8 @@ def test_check_batch_and_long_titles(tiny_llama: Path, trained_adapter: Path) ->
     b004 = next(c for c in res.report.checks if c.code == "B004")
     assert b004.status == "pass"
     assert res.rows[2].truncated and not res.rows[0].truncated
-    assert res.summary["warnings"]
-    assert "rouge_l" in res.summary and res.summary["n_with_reference"] == 2
+    assert res.summary.warnings
+    assert res.summary.rouge_l is not None and res.summary.n_with_reference == 2
 
 
 def test_progress_is_reported(tiny_llama: Path, trained_adapter: Path) -> None:

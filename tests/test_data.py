@@ -162,7 +162,8 @@ def test_sample_data_is_the_generators_output(tmp_path: Path, monkeypatch) -> No
     out = tmp_path / "sample.json"
     monkeypatch.setattr(sys, "argv", ["make_sample_data.py", "--out", str(out)])
     runpy.run_path(str(EXAMPLES / "make_sample_data.py"), run_name="__main__")
-    assert out.read_bytes() == (EXAMPLES / "amazon_titles_sample.json").read_bytes()
+    assert out.read_bytes() == (EXAMPLES.parent / "src" / "ftdiag" / "samples"
+                                / "amazon_titles_sample.json").read_bytes()
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 1000
     assert set(rows[0]) == {"uid", "title", "content", "target_ind", "target_rel"}

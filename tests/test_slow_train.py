@@ -12,7 +12,7 @@ import pytest
 
 from ftdiag.train import TrainConfig, TrainResult, train
 
-SAMPLE = Path(__file__).resolve().parents[1] / "examples" / "amazon_titles_sample.json"
+SAMPLE = Path(__file__).resolve().parents[1] / "src/ftdiag/samples/amazon_titles_sample.json"
 pytestmark = pytest.mark.slow
 
 

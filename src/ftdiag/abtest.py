@@ -7,7 +7,7 @@ One copy of the base weights: the base arm is PEFT's `__base__` rows in a mixed 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +27,13 @@ from ftdiag.generate import (
     Arm,
     ArmOutput,
     GenSettings,
-    ProgressFn,
     arm_context,
     context_length,
     generate_arms,
     generate_one,
     prompt_logits,
 )
+from ftdiag.progress import ProgressFn
 from ftdiag.records import Record
 from ftdiag.templates import DEFAULT_TEMPLATE, PromptTemplate, recorded_template
 
@@ -88,12 +88,63 @@ class ABRow:
 
 
 @dataclass
+class Divergence:
+    """Where base and adapter texts part, over the titles that differ (token index)."""
+
+    mean: float | None = None
+    min: int | None = None
+
+
+@dataclass
+class PlanSummary:
+    """How the arms were generated (shown so nobody has to trust it)."""
+
+    mixed_batch: bool = False
+    generate_calls: int = 0
+    rows: int = 0
+
+
+REFERENCE_METRICS = ("rouge_l", "token_f1", "ref_nll")
+
+
+@dataclass
+class AbSummary:
+    """ab-test's figures; per-arm dicts are keyed by arm name (base, adapter, merged).
+
+    The reference metrics are None (and absent from --json) when no title has a reference.
+    """
+
+    n: int = 0
+    identical: int = 0
+    identical_share: float = 0.0
+    first_divergent_token: Divergence = field(default_factory=Divergence)
+    mean_new_tokens: dict[str, float] = field(default_factory=dict)
+    hit_max_share: dict[str, float] = field(default_factory=dict)
+    generation_config: dict[str, Any] = field(default_factory=dict)
+    generation_overridden: dict[str, Any] = field(default_factory=dict)
+    plan: PlanSummary = field(default_factory=PlanSummary)
+    n_with_reference: int | None = None
+    rouge_l: dict[str, float] | None = None
+    token_f1: dict[str, float] | None = None
+    ref_nll: dict[str, float] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The --json form: reference metrics only when there were references."""
+        out = asdict(self)
+        for key in ("n_with_reference", *REFERENCE_METRICS):
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+@dataclass
 class ABResult:
     """The report (command 'ab-test'), per-title rows and the summary doctor reads."""
 
     report: Report
     rows: list[ABRow] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: AbSummary = field(default_factory=AbSummary)
 
 
 def choose_template(cfg: ABConfig) -> tuple[PromptTemplate, Finding]:
@@ -183,7 +234,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
         report.layers_run.append("S")
         if model is None:
             report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
-            return ABResult(report, [], {"n": 0})
+            return ABResult(report)
     elif tokenizer is None:
         raise ValueError("run_ab_test(model=...) needs the tokenizer too")
     settings = cfg.settings()
@@ -216,7 +267,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
         report.add(_merged_check(arms[1], arms[2], prompts[:PROBES], tokenizer, rows))
     warnings = [f"title {i + 1} truncated to fit the context" for i, r in enumerate(rows)
                 if r.truncated]
-    summary["warnings"] = warnings
+    summary.warnings = warnings
     report.details.update(summary=summary, rows=rows, template=tpl.source)
     return ABResult(report, rows, summary)
 
@@ -258,27 +309,23 @@ def _reference_metrics(rows: list[ABRow], arms: list[Arm], tokenizer: Any, ctx: 
             r.ref_nll[arm.name] = v
 
 
-def _summary(rows: list[ABRow], arms: list[str], gen: dict[str, Any],
-             plan: Any) -> dict[str, Any]:
+def _summary(rows: list[ABRow], arms: list[str], gen: dict[str, Any], plan: Any) -> AbSummary:
     n = len(rows)
     identical = sum(r.identical for r in rows)
     divergent = [r.first_divergent_token for r in rows if r.first_divergent_token is not None]
-    s: dict[str, Any] = {
-        "n": n, "identical": identical, "identical_share": identical / n if n else 0.0,
-        "first_divergent_token": {"mean": mean([float(d) for d in divergent]),
-                                  "min": min(divergent, default=None)},
-        "mean_new_tokens": {a: mean([float(r.tokens[a]) for r in rows]) for a in arms},
-        "hit_max_share": {a: sum(r.hit_max[a] for r in rows) / n for a in arms},
-        "generation_config": gen["effective"],
-        "generation_overridden": gen["overridden_from_model"],
-        "plan": {"mixed_batch": plan.mixed_batch, "generate_calls": plan.calls,
-                 "rows": plan.rows},
-    }
+    s = AbSummary(
+        n=n, identical=identical, identical_share=identical / n if n else 0.0,
+        first_divergent_token=Divergence(mean([float(d) for d in divergent]),
+                                         min(divergent, default=None)),
+        mean_new_tokens={a: mean([float(r.tokens[a]) for r in rows]) for a in arms},
+        hit_max_share={a: sum(r.hit_max[a] for r in rows) / n for a in arms},
+        generation_config=gen["effective"], generation_overridden=gen["overridden_from_model"],
+        plan=PlanSummary(plan.mixed_batch, plan.calls, plan.rows))
     scored = [r for r in rows if r.reference]
     if scored:
-        s["n_with_reference"] = len(scored)
-        for key in ("rouge_l", "token_f1", "ref_nll"):
-            s[key] = {a: mean([getattr(r, key)[a] for r in scored]) for a in arms}
+        s.n_with_reference = len(scored)
+        for key in REFERENCE_METRICS:
+            setattr(s, key, {a: mean([getattr(r, key)[a] for r in scored]) for a in arms})
     return s
 
 
@@ -294,15 +341,15 @@ def _identical_check(rows: list[ABRow], max_identical: float | None) -> Finding:
     return passed("B001", f"outputs differ on {n - same}/{n} titles", **evidence)
 
 
-def _runaway_check(summary: dict[str, Any], max_new: int) -> Finding:
-    shares = {a: v for a, v in summary["hit_max_share"].items() if a != "base"}
+def _runaway_check(summary: AbSummary, max_new: int) -> Finding:
+    shares = {a: v for a, v in summary.hit_max_share.items() if a != "base"}
     worst = max(shares.values(), default=0.0)
     if worst >= RUNAWAY_SHARE:
         return finding("B003", f"{worst:.0%} of fine-tuned outputs hit max_new_tokens={max_new} "
                        "without EOS", hint="check that EOS was trained (D003) and pad != eos "
-                       "(R009)", hit_max_share=summary["hit_max_share"])
+                       "(R009)", hit_max_share=summary.hit_max_share)
     return passed("B003", f"at most {worst:.0%} of fine-tuned outputs hit max_new_tokens",
-                  hit_max_share=summary["hit_max_share"])
+                  hit_max_share=summary.hit_max_share)
 
 
 def _batch_check(rows: list[ABRow], prompts: list[str], arms: list[Arm], tokenizer: Any,

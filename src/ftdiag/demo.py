@@ -14,9 +14,9 @@ from typing import Any
 
 from ftdiag.doctor import DoctorResult, run_doctor
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Report, finding, passed
+from ftdiag.findings import Finding, Report, finding
 from ftdiag.models import EMBEDDED_NAME, cache_dir
-from ftdiag.render.progress import ProgressFn, StageFn
+from ftdiag.progress import ProgressFn, StageFn
 
 SAMPLE_DATA = "amazon_titles_sample.json"
 
@@ -64,27 +64,23 @@ class DemoResult:
     seed_bug: SeedBug
     report: Report = field(default_factory=lambda: Report("demo"))
 
+    @property
+    def report_path(self) -> Path:
+        """Where `ftdiag demo` writes doctor's HTML report."""
+        return self.workdir / "doctor-report.html"
+
+    @property
+    def bug_caught(self) -> bool:
+        """The seed's comparison gave identical texts, and the audit flagged it (R004)."""
+        return self.seed_bug.naive_identical and "R004" in self.seed_bug.audit.codes()
+
 
 def find_sample_data() -> Path:
-    """The sample dataset shipped in examples/ (generated there if missing)."""
-    examples = Path(__file__).resolve().parents[2] / "examples"
-    path = examples / SAMPLE_DATA
-    if path.is_file():
-        return path
-    script = examples / "make_sample_data.py"
-    if script.is_file():
-        import runpy
-        import sys
-
-        argv = sys.argv
-        try:
-            sys.argv = [str(script), "--out", str(path)]
-            runpy.run_path(str(script), run_name="__main__")
-        finally:
-            sys.argv = argv
-        if path.is_file():
-            return path
-    raise FtdiagError("sample dataset not found", hint=f"expected {path}; run from a checkout")
+    """The sample dataset shipped inside the package (ftdiag/samples/)."""
+    path = Path(__file__).resolve().parent / "samples" / SAMPLE_DATA
+    if not path.is_file():
+        raise FtdiagError("sample dataset not found", hint=f"expected {path}; reinstall ftdiag")
+    return path
 
 
 def run_demo(fast: bool = False, workdir: Path | None = None, stage: StageFn | None = None,
@@ -108,10 +104,6 @@ def run_demo(fast: bool = False, workdir: Path | None = None, stage: StageFn | N
                      stage=say, progress=progress)
     say("reproducing the seed's bug (comparing against the mutated base object)")
     bug = reproduce_seed_bug(run_dir, doc, plan.max_new_tokens)
-    from ftdiag.atomic import write_text
-    from ftdiag.render.doctor import to_html
-
-    write_text(workdir / "doctor-report.html", to_html(doc))
     result = DemoResult(workdir, data, trained, doc, bug)
     result.report = demo_report(result)
     return result
@@ -152,10 +144,9 @@ def reproduce_seed_bug(run_dir: Path, doc: DoctorResult, max_new_tokens: int) ->
 
 
 def _demo_title(doc: DoctorResult) -> str:
-    ab = doc.sections.get("ab")
+    ab = doc.sections.ab
     if ab is not None and ab.rows:
-        row = ab.rows[0]
-        return str(row["title"] if isinstance(row, dict) else row.title)
+        return ab.rows[0].title
     return "Stainless Steel Insulated Water Bottle, 750 ml"
 
 
@@ -163,14 +154,15 @@ def demo_report(result: DemoResult) -> Report:
     """The demo passes when doctor passes the trained adapter and flags the seed's bug."""
     rep = Report("demo")
     doc_v = result.doctor.report.verdict
-    rep.add(passed("B001", f"doctor verdict on the trained adapter: {doc_v}")
-            if doc_v != "fail" else
-            finding("B001", f"doctor verdict on the trained adapter: {doc_v}"))
+    rep.add(Finding("B001", "fail" if doc_v == "fail" else "pass",
+                    f"doctor verdict on the trained adapter: {doc_v}",
+                    check="doctor passes the trained adapter"))
     codes = result.seed_bug.audit.codes()
     caught = "R004" in codes
     msg = (f"seed's comparison flagged: {', '.join(sorted(codes & {'R004', 'B001'}))}"
            if caught else "the seed's mutated-base comparison was NOT flagged")
-    rep.add(passed("R004", msg) if caught else finding("R004", msg))
+    rep.add(Finding("R004", "pass" if caught else "fail", msg,
+                    check="the seed's bug is caught"))
     rep.details = {"doctor_verdict": doc_v, "seed_bug_codes": sorted(codes),
                    "workdir": str(result.workdir)}
     return rep

@@ -6,20 +6,20 @@ Ends with the seed's success criteria as a checklist and the most likely causes,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftdiag.abtest import ABConfig, ABResult, AbSummary, run_ab_test
 from ftdiag.causes import RankedCause, rank_causes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.records import run_titles
 from ftdiag.templates import read_meta
 
 log = logging.getLogger(__name__)
 
-Stage = Callable[[str], None]
 
 
 @dataclass
@@ -32,6 +32,21 @@ class Criterion:
 
 
 @dataclass
+class DoctorSections:
+    """Each layer's own result, as far as doctor got (None: the layer did not run)."""
+
+    loss: Report | None = None
+    check: Report | None = None  # static, then runtime checks (check-adapter's shape)
+    ab: ABResult | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """--json: each section that ran as its command's report document."""
+        parts = {"loss": self.loss, "check": self.check,
+                 "ab": self.ab.report if self.ab is not None else None}
+        return {k: rep.to_dict() for k, rep in parts.items() if rep is not None}
+
+
+@dataclass
 class DoctorResult:
     """Everything doctor found: one combined report plus each layer's own result."""
 
@@ -40,7 +55,7 @@ class DoctorResult:
     adapter_dir: Path | None
     criteria: list[Criterion] = field(default_factory=list)
     causes: list[RankedCause] = field(default_factory=list)
-    sections: dict[str, Any] = field(default_factory=dict)  # loss/check/ab: Report or ABResult
+    sections: DoctorSections = field(default_factory=DoctorSections)
 
 
 def find_adapter_dir(run_dir: Path) -> Path | None:
@@ -56,8 +71,8 @@ def find_adapter_dir(run_dir: Path) -> Path | None:
 
 
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
-               n: int = 16, max_new_tokens: int = 96, stage: Stage | None = None,
-               progress: Callable[[int, int], None] | None = None,
+               n: int = 16, max_new_tokens: int = 96, stage: StageFn | None = None,
+               progress: ProgressFn | None = None,
                revision: str | None = None) -> DoctorResult:
     """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
     run_dir = Path(run_dir).expanduser()
@@ -73,7 +88,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
 
     say("loss-report")
     loss = _loss_layer(run_dir)
-    result.sections["loss"] = loss
+    result.sections.loss = loss
     _absorb(report, loss, "L")
 
     say("check-adapter")
@@ -82,7 +97,6 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         report.add(finding("A001", f"no adapter_config.json in {run_dir} or its checkpoints"))
         report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
         return _finish(result)
-    from ftdiag.abtest import ABConfig, run_ab_test
     from ftdiag.adapters import runtime_layer
     from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight, resolve_base
@@ -91,7 +105,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
 
     pre = preflight(adapter_dir, base, base_required=False, revision=revision)
     if pre.static.verdict == "fail":  # doctor stops at the first failing layer
-        result.sections["check"] = pre.static
+        result.sections.check = pre.static
         _absorb(report, pre.static, "S")
         report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
         return _finish(result)
@@ -101,7 +115,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     model, refused = try_load_adapter(loaded, adapter_dir)
     if refused is not None:  # A011: PEFT refuses the adapter for this base
         pre.static.add(refused)
-        result.sections["check"] = pre.static
+        result.sections.check = pre.static
         _absorb(report, pre.static, "S")
         report.layers_skipped.update({"R": "PEFT cannot load the adapter (A011)",
                                       "G": "PEFT cannot load the adapter (A011)"})
@@ -114,7 +128,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
                           settings=cfg.settings(), to_eval=True)
     pre.static.details["base_dir"] = str(loaded.model_dir)
     check = runtime_layer(pre.static, audit.report)
-    result.sections["check"] = check
+    result.sections.check = check
     _absorb(report, check, "SR")
 
     records = run_titles(run_dir, Path(titles) if titles else None, n)
@@ -124,7 +138,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     say(f"ab-test on {len(records)} titles")
     ab = run_ab_test(cfg, records, model=model, tokenizer=loaded.tokenizer, progress=progress,
                      audit=audit)
-    result.sections["ab"] = ab
+    result.sections.ab = ab
     _absorb(report, ab.report, "G")
     report.add(_improvement_check(ab.summary))
     return _finish(result)
@@ -153,9 +167,9 @@ def _absorb(report: Report, part: Report, layers: str) -> None:
     report.layers_skipped.update(part.layers_skipped)
 
 
-def _improvement_check(summary: dict[str, Any]) -> Finding:
+def _improvement_check(summary: AbSummary) -> Finding:
     """B005: the adapter should be closer to the references than the base (ROUGE-L, NLL)."""
-    rouge, nll = summary.get("rouge_l") or {}, summary.get("ref_nll") or {}
+    rouge, nll = summary.rouge_l or {}, summary.ref_nll or {}
     if "adapter" not in rouge or "adapter" not in nll:
         return Finding("B005", "skip", "no references to compare against")
     better_rouge = rouge["adapter"] > rouge["base"]
@@ -178,26 +192,23 @@ def _finish(result: DoctorResult) -> DoctorResult:
         "causes": [{"rank": c.rank, "cause": c.cause.title, "key": c.cause.key,
                     "severity": c.severity, "evidence": c.evidence,
                     "next_step": c.cause.next_step} for c in result.causes],
-        "sections": {k: (v.report if hasattr(v, "report") else v).to_dict()
-                     for k, v in result.sections.items()},
+        "sections": result.sections,
     }
-    if "ab" in result.sections:
-        result.report.details["ab"] = {"summary": result.sections["ab"].summary}
+    if result.sections.ab is not None:
+        result.report.details["ab"] = {"summary": result.sections.ab.summary}
     return result
 
 
-def _codes(part: Any) -> set[str]:
-    if part is None:
-        return set()
-    rep = part.report if hasattr(part, "report") else part
-    return {f.code for f in rep.findings if f.status in ("fail", "warn")}
+def _codes(part: Report | None) -> set[str]:
+    return set() if part is None else {f.code for f in part.findings
+                                        if f.status in ("fail", "warn")}
 
 
 def judge_criteria(result: DoctorResult) -> list[Criterion]:
     """The seed's four success criteria, each ✓/✗ with evidence (None when not judged)."""
     s = result.sections
     crit: list[Criterion] = []
-    check = s.get("check")
+    check = s.check
     if check is None or "R" not in check.layers_run:
         crit.append(Criterion("PEFT active in the loaded model", None, "runtime layer not run"))
     else:
@@ -205,17 +216,17 @@ def judge_criteria(result: DoctorResult) -> list[Criterion]:
         crit.append(Criterion("PEFT active in the loaded model", not bad,
                               "R001–R004, R006 clean: adapter loaded, active, eval mode"
                               if not bad else "findings: " + ", ".join(sorted(bad))))
-    ab = s.get("ab")
+    ab = s.ab
     if ab is None:
         crit.append(Criterion("outputs differ (greedy, fixed seed)", None, "generation not run"))
         crit.append(Criterion("adapter more detailed/specific", None, "generation not run"))
     else:
         sm = ab.summary
-        differ = sm["n"] - sm["identical"]
+        differ = sm.n - sm.identical
         crit.append(Criterion("outputs differ (greedy, fixed seed)", differ > 0,
-                              f"{differ}/{sm['n']} titles differ between base and adapter"))
+                              f"{differ}/{sm.n} titles differ between base and adapter"))
         crit.append(_detail_criterion(sm))
-    loss = s.get("loss")
+    loss = s.loss
     d = (loss.details if loss is not None else {}) or {}
     lost = _codes(loss) & {"L001", "L002", "L004", "L007"}
     rel = d.get("relative_decrease")
@@ -229,11 +240,11 @@ def judge_criteria(result: DoctorResult) -> list[Criterion]:
     return crit
 
 
-def _detail_criterion(sm: dict[str, Any]) -> Criterion:
-    length = sm.get("mean_new_tokens") or {}
-    rouge, nll = sm.get("rouge_l") or {}, sm.get("ref_nll") or {}
+def _detail_criterion(sm: AbSummary) -> Criterion:
+    length = sm.mean_new_tokens
+    rouge, nll = sm.rouge_l or {}, sm.ref_nll or {}
     parts = [f"mean length {length.get('base', 0):.1f} → {length.get('adapter', 0):.1f} tokens"]
-    runaway = sm.get("hit_max_share") or {}
+    runaway = sm.hit_max_share
     # Longer is the seed's criterion; a base that never stops is not "more detailed".
     ok = (length.get("adapter", 0) >= length.get("base", 0)
           or runaway.get("base", 0) > runaway.get("adapter", 0))

@@ -111,10 +111,6 @@ class Finding:
         return info.title if info else self.check
 
     @property
-    def severity(self) -> str:
-        return self.status
-
-    @property
     def is_finding(self) -> bool:
         return self.status in ("info", "warn", "fail")
 
@@ -196,6 +192,8 @@ def _jsonable(value: Any) -> Any:
     import math
     from pathlib import Path
 
+    if callable(getattr(value, "to_dict", None)) and not isinstance(value, type):
+        return _jsonable(value.to_dict())  # a result that chooses its own --json form
     if hasattr(value, "__dataclass_fields__"):
         return _jsonable(asdict(value))
     if isinstance(value, dict):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -18,12 +18,12 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig
 
 from ftdiag.adapters.live import BASE, active_lora_layers, adapters_off, can_mix, is_peft
+from ftdiag.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "typical_p", "min_p",
                  "num_beams", "repetition_penalty", "no_repeat_ngram_size")
-ProgressFn = Callable[[int, int], None]  # (done, total)
 
 
 @dataclass

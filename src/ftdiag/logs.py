@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ftdiag.errors import FtdiagError
-from ftdiag.losslog import LossLog, _num, assign_series, from_records
+from ftdiag.losslog import LossLog, _num, assign_series, from_records, jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -168,18 +168,7 @@ def read_trainer_state(path: Path) -> LossLog:
 def read_jsonl(path: Path, *, step_col: str = "step", loss_col: str = "loss",
                eval_col: str = "eval_loss") -> LossLog:
     """Read one JSON object per line (e.g. a W&B/Lightning export)."""
-    records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FtdiagError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
-                                  "truncated or not a JSONL log") from None
-            if isinstance(rec, dict):
-                records.append(rec)
+    records = list(jsonl_objects(path, "truncated or not a JSONL log"))
     _require_column(path, loss_col, eval_col, sorted({k for r in records for k in r}))
     return from_records(str(path), "jsonl", records, step_col, loss_col, eval_col)
 

@@ -6,12 +6,17 @@ trackers), which both build on it: a leaf below both, so neither imports the oth
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import compress, repeat
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ftdiag.errors import FtdiagError
 
 Series = list[tuple[int, float]]
 
@@ -120,3 +125,17 @@ def _num(value: Any, default: float = math.nan) -> float:
         return float(value)
     except (TypeError, ValueError):
         return default
+
+
+def jsonl_objects(path: Path, hint: str) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSONL file, blank lines and non-objects skipped; bad JSON: one line."""
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise FtdiagError(f"{path}:{lineno}: not valid JSON ({exc.msg})", hint) from None
+            if isinstance(rec, dict):
+                yield rec

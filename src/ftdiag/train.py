@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from transformers import TrainerCallback
 
     from ftdiag.findings import Finding
-    from ftdiag.train_callbacks import ProgressFn
+    from ftdiag.train_callbacks import StepFn
 
     DataHook = Callable[[DataSummary, list[Finding]], None]
 
@@ -313,7 +313,7 @@ def loss_summary(history: list[dict[str, Any]]) -> tuple[float, float, float | N
 
 
 def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
-          progress: ProgressFn | None = None, on_data: DataHook | None = None) -> TrainResult:
+          progress: StepFn | None = None, on_data: DataHook | None = None) -> TrainResult:
     """Fine-tune `cfg.base` with LoRA on `cfg.data`, write everything to `cfg.out`.
 
     `on_data(summary, checks)` is called (rank 0) once the data is ready, before training;

@@ -31,13 +31,13 @@ class StepInfo:
     elapsed: float
 
 
-ProgressFn = Callable[[StepInfo], None]
+StepFn = Callable[[StepInfo], None]  # one optimizer step done
 
 
 class ProgressCallback(TrainerCallback):
     """Calls `fn(StepInfo)` after every optimizer step (rank 0 only)."""
 
-    def __init__(self, fn: ProgressFn) -> None:
+    def __init__(self, fn: StepFn) -> None:
         self.fn = fn
         self.start = time.perf_counter()
         self.tokens0 = 0

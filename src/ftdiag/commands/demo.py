@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from ftdiag.commands._common import emit, handle_errors
+from ftdiag.commands._common import emit, handle_errors, write_report
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from ftdiag.demo import DemoResult
     from ftdiag.endpoint.demo import ServeDemo
-    from ftdiag.render.progress import ProgressFn, StageFn
+    from ftdiag.progress import ProgressFn, StageFn
 
 SERVE_TITLES, SERVE_TOKENS = 3, 32  # the served check at ~4 tokens/s on a small CPU
 
@@ -33,11 +33,13 @@ def register(app: typer.Typer) -> None:
         """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
         from ftdiag.demo import run_demo
         from ftdiag.render.demo import print_demo
+        from ftdiag.render.doctor import to_html
         from ftdiag.render.progress import stage_progress
 
         with stage_progress(enabled=not json_out) as (stage, progress):
             result = run_demo(fast=fast, workdir=workdir, stage=stage, progress=progress)
             served = _serve(result, stage, progress) if serve else None
+        write_report(result.report_path, to_html(result.doctor))
         if served is not None:
             result.report.add(*served.report.checks)
             result.report.details["serve"] = {"url": served.url, "merged": str(served.merged)}

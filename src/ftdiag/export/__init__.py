@@ -68,13 +68,9 @@ def resolve_base(adapter: LoraAdapter, base: str | None, revision: str | None = 
 
     Either may be a Hub id (cache first, a download only where the environment allows it).
     """
-    from ftdiag.models import resolve_model_dir
+    from ftdiag.adapters.preflight import resolve_base as resolve
 
-    name = base or adapter.config.get("base_model_name_or_path")
-    if not name:
-        raise FtdiagError(f"{adapter.path}/adapter_config.json names no base model",
-                          hint="pass --base")
-    return resolve_model_dir(name, revision or (None if base else adapter.config.get("revision")))
+    return resolve(adapter.path, base, revision)
 
 
 def compare_merged(adapter: LoraAdapter, base: WeightSource,

@@ -8,11 +8,9 @@ logged (the first is usually 1).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from ftdiag.errors import FtdiagError
-from ftdiag.losslog import LossLog, from_records
+from ftdiag.losslog import LossLog, from_records, jsonl_objects
 
 FILE = "trainer_log.jsonl"
 _COLUMNS = {"current_steps": "step", "loss": "loss", "eval_loss": "eval_loss",
@@ -33,20 +31,10 @@ def read_trainer_log(path: Path) -> LossLog:
     """Read a LLaMA-Factory trainer_log.jsonl into a LossLog (format "llamafactory")."""
     records = []
     total_steps = None
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FtdiagError(f"{path}:{lineno}: not valid JSON ({exc.msg})",
-                                  "truncated while LLaMA-Factory was writing it?") from None
-            if not isinstance(rec, dict):
-                continue
-            total_steps = rec.get("total_steps", total_steps)
-            if "loss" in rec or "eval_loss" in rec:
-                records.append({new: rec[old] for old, new in _COLUMNS.items() if old in rec})
+    for rec in jsonl_objects(path, "truncated while LLaMA-Factory was writing it?"):
+        total_steps = rec.get("total_steps", total_steps)
+        if "loss" in rec or "eval_loss" in rec:
+            records.append({new: rec[old] for old, new in _COLUMNS.items() if old in rec})
     out = from_records(str(path), "llamafactory", records, "step", "loss", "eval_loss")
     if isinstance(total_steps, int | float) and total_steps > 0:
         out.max_steps = int(total_steps)

@@ -10,12 +10,20 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.abtest import ABResult, ABRow
+from ftdiag.abtest import ABResult, ABRow, AbSummary
 from ftdiag.compare import word_diff
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
 from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
 
 ARM_STYLE = {"base": "cyan", "adapter": "magenta", "merged": "blue"}
+FILE_LABELS = ("ROUGE-L vs reference ↑", "token-F1 ↑", "reference NLL / token ↓")
+
+
+def reference_rows(s: AbSummary,
+                   labels: tuple[str, str, str]) -> list[tuple[str, dict[str, float]]]:
+    """(label, per-arm value) of each reference metric the run measured."""
+    values = (s.rouge_l, s.token_f1, s.ref_nll)
+    return [(label, v) for label, v in zip(labels, values, strict=True) if v is not None]
 
 
 def diff_texts(a: str, b: str) -> tuple[Text, Text]:
@@ -68,37 +76,34 @@ def row_panel(i: int, row: ABRow) -> Panel:
 def summary_table(result: ABResult) -> Table:
     """Per-arm figures; identical count and divergence in the caption."""
     s = result.summary
-    arms = list(s["mean_new_tokens"])
+    arms = list(s.mean_new_tokens)
     table = Table(title="summary", title_justify="left")
     table.add_column("metric", style="bold")
     for arm in arms:
         table.add_column(arm, justify="right", style=ARM_STYLE.get(arm, ""))
-    table.add_row("mean new tokens", *(fmt(s["mean_new_tokens"][a], 1) for a in arms))
-    table.add_row("hit max_new_tokens", *(f"{s['hit_max_share'][a]:.0%}" for a in arms))
-    for key, label in (("rouge_l", "ROUGE-L vs ref ↑"), ("token_f1", "token-F1 vs ref ↑"),
-                       ("ref_nll", "ref NLL / token ↓")):
-        if key in s:
-            table.add_row(label, *(fmt(s[key].get(a)) for a in arms))
-    div = s["first_divergent_token"]
-    table.caption = (f"identical base/adapter: {s['identical']}/{s['n']} "
-                     f"({s['identical_share']:.0%}); first divergent token: mean "
-                     f"{fmt(div['mean'], 1)}, min {fmt(div['min'])}")
+    table.add_row("mean new tokens", *(fmt(s.mean_new_tokens[a], 1) for a in arms))
+    table.add_row("hit max_new_tokens", *(f"{s.hit_max_share[a]:.0%}" for a in arms))
+    for label, values in reference_rows(s, ("ROUGE-L vs ref ↑", "token-F1 vs ref ↑",
+                                            "ref NLL / token ↓")):
+        table.add_row(label, *(fmt(values.get(a)) for a in arms))
+    div = s.first_divergent_token
+    table.caption = (f"identical base/adapter: {s.identical}/{s.n} "
+                     f"({s.identical_share:.0%}); first divergent token: mean "
+                     f"{fmt(div.mean, 1)}, min {fmt(div.min)}")
     return table
 
 
 def gen_line(result: ABResult) -> Text:
-    g = result.summary.get("generation_config", {})
-    parts = ", ".join(f"{k}={v}" for k, v in g.items())
+    s = result.summary
+    parts = ", ".join(f"{k}={v}" for k, v in s.generation_config.items())
     text = Text("generation: ", style="bold").append(parts)
-    over = result.summary.get("generation_overridden")
-    if over:
-        text.append(f"  (overrode model defaults {over})", style="dim")
-    plan = result.summary.get("plan", {})
-    if plan:
-        how = ("one mixed batch, base rows = __base__" if plan["mixed_batch"]
-               else "separate passes, base = disable_adapter()")
-        text.append(f"\narms: {how}; {plan['generate_calls']} generate calls, "
-                    f"{plan['rows']} rows", style="dim")
+    if s.generation_overridden:
+        text.append(f"  (overrode model defaults {s.generation_overridden})", style="dim")
+    plan = s.plan
+    how = ("one mixed batch, base rows = __base__" if plan.mixed_batch
+           else "separate passes, base = disable_adapter()")
+    text.append(f"\narms: {how}; {plan.generate_calls} generate calls, {plan.rows} rows",
+                style="dim")
     return text
 
 
@@ -114,7 +119,7 @@ def print_ab(result: ABResult, console: Console, show: int | None = None) -> Non
                            style="dim"))
     if result.rows:
         console.print(summary_table(result))
-    for w in result.summary.get("warnings", []):
+    for w in result.summary.warnings:
         console.print(Text(f"warning: {w}", style="yellow"))
     table = findings_table(result.report)
     if table is not None:
@@ -127,16 +132,14 @@ def print_ab(result: ABResult, console: Console, show: int | None = None) -> Non
 
 def summary_rows(result: ABResult) -> list[str]:
     s = result.summary
-    arms = list(s["mean_new_tokens"])
+    arms = list(s.mean_new_tokens)
     lines = ["| metric | " + " | ".join(arms) + " |", "|---|" + "---:|" * len(arms)]
-    lines.append("| mean new tokens | " + " | ".join(f"{s['mean_new_tokens'][a]:.1f}"
+    lines.append("| mean new tokens | " + " | ".join(f"{s.mean_new_tokens[a]:.1f}"
                                                     for a in arms) + " |")
-    lines.append("| hit max_new_tokens | " + " | ".join(f"{s['hit_max_share'][a]:.0%}"
+    lines.append("| hit max_new_tokens | " + " | ".join(f"{s.hit_max_share[a]:.0%}"
                                                        for a in arms) + " |")
-    for key, label in (("rouge_l", "ROUGE-L vs reference ↑"), ("token_f1", "token-F1 ↑"),
-                       ("ref_nll", "reference NLL / token ↓")):
-        if key in s:
-            lines.append(f"| {label} | " + " | ".join(cell(s[key].get(a)) for a in arms) + " |")
+    for label, values in reference_rows(s, FILE_LABELS):
+        lines.append(f"| {label} | " + " | ".join(cell(values.get(a)) for a in arms) + " |")
     return lines
 
 
@@ -145,9 +148,9 @@ def to_markdown(result: ABResult) -> str:
     rep, s = result.report, result.summary
     out = [f"# ftdiag ab-test: {rep.verdict.upper()}", ""]
     if result.rows:
-        out += [f"Identical base/adapter outputs: **{s['identical']}/{s['n']}** "
-                f"({s['identical_share']:.0%}).", "",
-                f"Generation: `{cell(s.get('generation_config'))}`", "", "## Summary", "",
+        out += [f"Identical base/adapter outputs: **{s.identical}/{s.n}** "
+                f"({s.identical_share:.0%}).", "",
+                f"Generation: `{cell(s.generation_config)}`", "", "## Summary", "",
                 *summary_rows(result), ""]
     out += ["## Checks", "", "| status | code | check | evidence | hint |", "|---|---|---|---|---|"]
     out += [f"| {c.status} | {c.code} | {cell(c.title)} | {cell(c.message)} | {cell(c.hint)} |"
@@ -180,22 +183,20 @@ def diff_html(a: str, b: str) -> tuple[str, str]:
 
 def summary_html(result: ABResult) -> str:
     s = result.summary
-    arms = list(s["mean_new_tokens"])
-    rows = [("mean new tokens", [h(s["mean_new_tokens"][a]) for a in arms]),
-            ("hit max_new_tokens", [f"{s['hit_max_share'][a]:.0%}" for a in arms])]
-    for key, label in (("rouge_l", "ROUGE-L vs reference ↑"), ("token_f1", "token-F1 ↑"),
-                       ("ref_nll", "reference NLL / token ↓")):
-        if key in s:
-            rows.append((label, [h(s[key].get(a)) for a in arms]))
+    arms = list(s.mean_new_tokens)
+    rows = [("mean new tokens", [h(s.mean_new_tokens[a]) for a in arms]),
+            ("hit max_new_tokens", [f"{s.hit_max_share[a]:.0%}" for a in arms])]
+    for label, values in reference_rows(s, FILE_LABELS):
+        rows.append((label, [h(values.get(a)) for a in arms]))
     head = "".join(f"<th>{h(a)}</th>" for a in arms)
     body = "".join(f"<tr><td>{h(label)}</td>" + "".join(f'<td class="num">{v}</td>'
                                                          for v in vals) + "</tr>"
                    for label, vals in rows)
-    div = s["first_divergent_token"]
-    return (f"<p>Identical base/adapter outputs: <b>{s['identical']}/{s['n']}</b> "
-            f"({s['identical_share']:.0%}); first divergent token: mean {h(div['mean'])}, "
-            f"min {h(div['min'])}.</p><table><tr><th>metric</th>{head}</tr>{body}</table>"
-            f"<p class=dim>generation: {h(s.get('generation_config'))}</p>")
+    div = s.first_divergent_token
+    return (f"<p>Identical base/adapter outputs: <b>{s.identical}/{s.n}</b> "
+            f"({s.identical_share:.0%}); first divergent token: mean {h(div.mean)}, "
+            f"min {h(div.min)}.</p><table><tr><th>metric</th>{head}</tr>{body}</table>"
+            f"<p class=dim>generation: {h(s.generation_config)}</p>")
 
 
 def row_html(i: int, row: ABRow) -> str:

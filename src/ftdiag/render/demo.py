@@ -9,7 +9,7 @@ from rich.text import Text
 
 from ftdiag.demo import DemoResult
 from ftdiag.render.doctor import print_doctor
-from ftdiag.render.findings import checks_table, verdict_text
+from ftdiag.render.findings import checks_table
 
 NEXT_COMMANDS = """\
 # on your own adapter / run:
@@ -34,7 +34,7 @@ def print_demo(result: DemoResult, console: Console) -> None:
     )
     console.rule("[bold]2. doctor on the trained run")
     print_doctor(result.doctor, console)
-    console.print(f"full report: {result.workdir / 'doctor-report.html'}")
+    console.print(f"full report: {result.report_path}")
     bug = result.seed_bug
     console.rule("[bold]3. the seed's bug, reproduced")
     console.print(f"title: [bold]{bug.title}[/]")
@@ -56,4 +56,20 @@ def print_demo(result: DemoResult, console: Console) -> None:
     console.print(checks_table(bug.audit.findings, title=title))
     console.rule("[bold]4. your turn")
     console.print(NEXT_COMMANDS, markup=False, highlight=False)
-    console.print(verdict_text(result.report))
+    console.print(demo_verdict(result))
+
+
+def demo_verdict(result: DemoResult) -> Text:
+    """The demo's last line, in words: was the seed's bug reproduced and caught?"""
+    doctor = result.doctor.report.verdict
+    overall = result.report.verdict
+    if result.bug_caught:
+        rest = "" if overall == "pass" else f"; other checks: {overall.upper()} (see above)"
+        return Text(f"demo: the seed's bug was reproduced (the mutated 'base' gave the "
+                    f"adapter's text) and caught (R004); doctor on the trained adapter: "
+                    f"{doctor.upper()}{rest}", style="bold green" if overall != "fail"
+                    else "bold red")
+    what = ("reproduced but NOT caught" if result.seed_bug.naive_identical
+            else "not reproduced (the two 'arms' differed)")
+    return Text(f"demo: FAIL, the seed's bug was {what}; doctor on the trained adapter: "
+                f"{doctor.upper()}", style="bold red")

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ftdiag.abtest import ABRow
 from ftdiag.doctor import DoctorResult
 from ftdiag.render.findings import checks_table, mark, passed_line, verdict_text
 
@@ -39,8 +40,8 @@ def print_doctor(result: DoctorResult, console: Console) -> None:
         side.add_column("base", ratio=2, overflow="fold")
         side.add_column("adapter", ratio=2, overflow="fold")
         for r in samples:
-            outs = r.get("outputs", {})
-            side.add_row(Text(str(r.get("title", ""))), Text(_clip(outs.get("base", ""))),
+            outs = r.outputs
+            side.add_row(Text(r.title), Text(_clip(outs.get("base", ""))),
                          Text(_clip(outs.get("adapter", ""))))
         console.print(side)
     if result.causes:
@@ -61,9 +62,8 @@ def _clip(text: str, n: int = 160) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
-def _rows(result: DoctorResult) -> list[dict[str, Any]]:
-    ab = result.sections.get("ab")
-    return [r if isinstance(r, dict) else r.__dict__ for r in (ab.rows if ab else [])]
+def _rows(result: DoctorResult) -> list[ABRow]:
+    return result.sections.ab.rows if result.sections.ab is not None else []
 
 
 def to_markdown(result: DoctorResult) -> str:
@@ -88,8 +88,8 @@ def to_markdown(result: DoctorResult) -> str:
     if rows:
         lines += ["", "## Base vs adapter (greedy)", ""]
         for r in rows:
-            outs = r.get("outputs", {})
-            lines += [f"### {_md(r.get('title', ''))}", ""]
+            outs = r.outputs
+            lines += [f"### {_md(r.title)}", ""]
             for arm, text in outs.items():
                 lines += [f"**{arm}**:", "", "```text", str(text), "```", ""]
     return "\n".join(lines) + "\n"
@@ -139,8 +139,8 @@ def to_html(result: DoctorResult) -> str:
     if rows:
         out.append("<h2>Base vs adapter (greedy)</h2>")
         for r in rows:
-            out.append(f"<h3>{e(str(r.get('title', '')))}</h3><div class='arms'>")
-            for arm, text in r.get("outputs", {}).items():
+            out.append(f"<h3>{e(r.title)}</h3><div class='arms'>")
+            for arm, text in r.outputs.items():
                 out.append(f"<div><b>{e(arm)}</b><pre>{e(str(text))}</pre></div>")
             out.append("</div>")
     out.append("</body></html>")

@@ -135,25 +135,9 @@ def to_html(report: Report) -> str:
 
 def to_junit(report: Report) -> str:
     """One test case per check (failures for fail findings, skipped for skipped checks)."""
-    from ftdiag.render.text import xml_safe
+    from ftdiag.render.text import checks_suite
 
-    suite = ET.Element("testsuite", name="ftdiag.check-export")
-    failures = skipped = 0
-    for c in report.checks:
-        case = ET.SubElement(suite, "testcase", classname="ftdiag.check-export",
-                             name=f"{c.code} {c.title}")
-        if c.status == "fail":
-            failures += 1
-            ET.SubElement(case, "failure", type=c.code,
-                          message=xml_safe(c.message)).text = xml_safe(c.hint)
-        elif c.status == "skip":
-            skipped += 1
-            ET.SubElement(case, "skipped", message=xml_safe(c.message))
-        else:
-            ET.SubElement(case, "system-out").text = xml_safe(f"{c.status}: {c.message}")
-    suite.set("tests", str(len(report.checks)))
-    suite.set("failures", str(failures))
-    suite.set("skipped", str(skipped))
+    suite = checks_suite(report, "ftdiag.check-export")
     suite.set("errors", "0")
     root = ET.Element("testsuites", name="ftdiag check-export")
     root.append(suite)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from rich.progress import (
     BarColumn,
@@ -16,10 +16,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.render.console import err
-
-StageFn = Callable[[str], None]
-ProgressFn = Callable[[int, int], None]
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from ftdiag.findings import Finding
 from ftdiag.render.console import err
 from ftdiag.render.findings import checks_table, verdict_text
 from ftdiag.train import TrainResult
-from ftdiag.train_callbacks import ProgressFn, StepInfo
+from ftdiag.train_callbacks import StepFn, StepInfo
 
 REASON_TEXT = {"empty-title": "empty title", "empty-description": "empty description",
                "duplicate": "exact duplicate", "truncated": "description truncated away"}
@@ -84,7 +84,7 @@ def print_train(r: TrainResult, console: Console) -> None:
 
 
 @contextlib.contextmanager
-def train_progress(enabled: bool = True) -> Iterator[ProgressFn]:
+def train_progress(enabled: bool = True) -> Iterator[StepFn]:
     """A progress bar on stderr with live loss, tokens/s and ETA; yields the update callback."""
     if not enabled:
         yield lambda _info: None
