@@ -102,9 +102,10 @@ def test_auto_batch_keeps_the_kv_cache_under_the_budget(pair: tuple[Any, Any],
     assert auto_batch(model, tok, prompts, 2, 16) == len(prompts)  # tiny model: one batch
     longest = max(len(tok(p)["input_ids"]) for p in prompts)
     per_title = kv_bytes_per_token(model) * (longest + 16) * 2
-    monkeypatch.setattr(gen, "KV_BUDGET", per_title * 10)
+    monkeypatch.setattr(gen, "KV_FLOOR", per_title * 10)
+    monkeypatch.setattr(gen, "KV_SHARE", 10**12)  # the floor decides
     bs = auto_batch(model, tok, prompts, 2, 16)
-    assert bs * per_title <= gen.KV_BUDGET and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
+    assert bs * per_title <= gen.KV_FLOOR and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
 
 
 def test_sliced_mixed_batches_give_peft_logits_and_restore_peft(pair: tuple[Any, Any]) -> None:
