@@ -76,9 +76,15 @@ def handle_errors(fn: F) -> F:
 
 
 def write_report(path: Path, content: str | bytes) -> Path:
-    """Write a --markdown/--html/--junit/--report/--png file atomically; OSError -> one line."""
-    from ftdiag import atomic
+    """Write a --markdown/--html/--junit/--report/--png file atomically; OSError -> one line.
 
+    Under a launcher only rank 0 writes (every rank holds the same report).
+    """
+    from ftdiag import atomic
+    from ftdiag.distributed import is_main
+
+    if not is_main():
+        return path
     try:
         if isinstance(content, bytes):
             atomic.write_bytes(path, content)
@@ -99,8 +105,15 @@ def write_reports(result: Any,
 
 def emit(report: Report, *, json_out: bool, strict: bool = False,
          render: Callable[[Report, Console], None] | None = None) -> None:
-    """Print `report` as JSON or with `render` (default: checks table), then exit."""
-    if json_out:
+    """Print `report` as JSON or with `render` (default: checks table), then exit.
+
+    Under a launcher (torchrun) only rank 0 prints; every rank exits with the same code.
+    """
+    from ftdiag.distributed import finish, is_main
+
+    if not is_main():
+        pass  # the same report is printed by rank 0
+    elif json_out:
         from ftdiag.render.jsondoc import to_json
 
         typer.echo(to_json(report))
@@ -109,4 +122,16 @@ def emit(report: Report, *, json_out: bool, strict: bool = False,
         from ftdiag.render.findings import print_report
 
         (render or print_report)(report, out())
+    finish()
     raise typer.Exit(report.exit_code(strict))
+
+
+def start_ranks() -> bool:
+    """Join the launcher's process group if any (torchrun); True on the rank that prints.
+
+    That rank (rank 0, or the only process) alone shows progress and writes report files.
+    """
+    from ftdiag.distributed import init, is_main
+
+    init()
+    return is_main()
