@@ -6,11 +6,13 @@ One copy of the base weights: the base arm is PEFT's `__base__` rows in a mixed 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.live import BASE
 from ftdiag.adapters.runtime import RuntimeAudit, audit_runtime
 from ftdiag.compare import (
     first_divergence,
@@ -21,6 +23,7 @@ from ftdiag.compare import (
     rouge_l,
     token_f1,
 )
+from ftdiag.distributed import gather, split, world
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.generate import (
@@ -28,6 +31,7 @@ from ftdiag.generate import (
     ArmOutput,
     GenSettings,
     arm_context,
+    arm_groups,
     context_length,
     generate_arms,
     generate_one,
@@ -52,7 +56,7 @@ class ABConfig:
     merged_dir: Path | str | None = None
     template: PromptTemplate | None = None  # None: the recorded template, else the default
     max_new_tokens: int = 128
-    batch_size: int = 8
+    batch_size: int = 0  # titles per batch; 0: from the workload (generate.auto_batch)
     do_sample: bool = False
     temperature: float = 1.0
     seed: int = 0
@@ -293,20 +297,31 @@ def _rows(records: list[Record], fitted: list[tuple[str, bool]],
 
 def _reference_metrics(rows: list[ABRow], arms: list[Arm], tokenizer: Any, ctx: int,
                        s: GenSettings) -> None:
-    """ROUGE-L, token-F1 vs the reference per arm, and the reference's NLL under each arm."""
+    """ROUGE-L, token-F1 vs the reference per arm, and the reference's NLL under each arm.
+
+    The NLL runs mixable arms in one mixed batch, and each process of a launch on its shard.
+    """
     scored = [r for r in rows if r.reference]
     for r in scored:
         for name, text in r.outputs.items():
             r.rouge_l[name] = rouge_l(text, r.reference or "")
             r.token_f1[name] = token_f1(text, r.reference or "")
-    prompts = [r.prompt for r in scored]
-    refs = [r.reference or "" for r in scored]
-    for arm in arms:
-        with arm_context(arm):
-            values = reference_nll(arm.model, tokenizer, prompts, refs, None, max_len=ctx,
-                                   batch_size=s.batch_size)
-        for r, v in zip(scored, values, strict=True):
-            r.ref_nll[arm.name] = v
+    mine = split(list(range(len(scored))), *world())
+    prompts = [scored[i].prompt for i in mine]
+    refs = [scored[i].reference or "" for i in mine]
+    local: list[tuple[int, str, float]] = []
+    for group in arm_groups(arms):
+        names = [a.adapter or BASE for a in group] if len(group) > 1 else None
+        with arm_context(group[0]) if names is None else contextlib.nullcontext():
+            values = reference_nll(group[0].model, tokenizer, prompts, refs, names, max_len=ctx,
+                                   batch_size=s.batch_size or 8)
+        per = len(group)
+        for k, i in enumerate(mine):
+            local += [(i, arm.name, values[k * per + j]) for j, arm in enumerate(group)]
+    for i, name, value in gather(local):
+        scored[i].ref_nll[name] = value
+    for r in scored:  # arm order as in `arms`, whatever the group order
+        r.ref_nll = {a.name: r.ref_nll[a.name] for a in arms}
 
 
 def _summary(rows: list[ABRow], arms: list[str], gen: dict[str, Any], plan: Any) -> AbSummary:

@@ -50,7 +50,7 @@ class JsonErrorGroup(TyperGroup):
 
 
 def _error_json(command: str, message: str, hint: str) -> str:
-    from ftdiag.render.findings import error_json
+    from ftdiag.render.jsondoc import error_json
 
     return error_json(command, message, hint)
 

@@ -18,12 +18,15 @@ if TYPE_CHECKING:
     from transformers import GenerationConfig
 
 from ftdiag.adapters.live import BASE, active_lora_layers, adapters_off, can_mix, is_peft
+from ftdiag.distributed import gather, split, world
 from ftdiag.progress import ProgressFn
 
 log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "typical_p", "min_p",
                  "num_beams", "repetition_penalty", "no_repeat_ngram_size")
+KV_BUDGET = 256 * 2**20  # bytes of KV cache one batch may hold (auto batch size)
+MIN_BATCH = 4
 
 
 @dataclass
@@ -31,7 +34,7 @@ class GenSettings:
     """What to generate: greedy unless do_sample."""
 
     max_new_tokens: int = 128
-    batch_size: int = 8
+    batch_size: int = 0  # titles per batch; 0: from the workload (auto_batch)
     do_sample: bool = False
     temperature: float = 1.0
     seed: int = 0
@@ -113,6 +116,16 @@ def order_by_length(prompts: list[str], tokenizer: Any) -> list[int]:
     return sorted(range(len(prompts)), key=lambda i: lengths[i])
 
 
+def auto_batch(model: Any, tokenizer: Any, prompts: list[str], arms: int, max_new: int) -> int:
+    """Titles per batch: the fewest even batches whose KV caches fit KV_BUDGET bytes each."""
+    from ftdiag.decode import kv_bytes_per_token
+
+    longest = max((len(tokenizer(p)["input_ids"]) for p in prompts), default=1)
+    title = kv_bytes_per_token(model) * (longest + max_new) * max(1, arms)
+    batches = -(-title * len(prompts) // KV_BUDGET)  # ceil: fewest batches within the budget
+    return max(MIN_BATCH, -(-len(prompts) // max(1, batches)))
+
+
 def _device(model: Any) -> torch.device:
     return next(model.parameters()).device
 
@@ -129,6 +142,13 @@ def _generate_rows(model: Any, tokenizer: Any, prompts: list[str], cfg: Generati
                    adapter_names: list[str] | None) -> list[ArmOutput]:
     import torch
 
+    if not cfg.do_sample:  # greedy: ftdiag.decode (rows leave at EOS, shared prefix run once)
+        from ftdiag.decode import greedy
+
+        rows = [tokenizer(p)["input_ids"] for p in prompts]
+        new = greedy(model, rows, max_new_tokens=cfg.max_new_tokens or 0, eos=eos_ids(cfg),
+                     pad_id=cfg.pad_token_id or 0, adapter_names=adapter_names)
+        return [_split(torch.tensor(ids, dtype=torch.long), cfg, tokenizer) for ids in new]
     enc = tokenizer(prompts, return_tensors="pt", padding=True).to(_device(model))
     kwargs: dict[str, Any] = {"adapter_names": adapter_names} if adapter_names else {}
     with torch.inference_mode():
@@ -138,7 +158,7 @@ def _generate_rows(model: Any, tokenizer: Any, prompts: list[str], cfg: Generati
     return [_split(row[width:], cfg, tokenizer) for row in out]
 
 
-def _groups(arms: list[Arm]) -> list[list[Arm]]:
+def arm_groups(arms: list[Arm]) -> list[list[Arm]]:
     """Arms sharing one mixable PeftModel run together; the others each alone."""
     groups: dict[int, list[Arm]] = {}
     alone: list[list[Arm]] = []
@@ -173,14 +193,20 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
     cfg, overridden = generation_config(arms[0].model, tokenizer, settings)
     order = order_by_length(prompts, tokenizer)
     results: dict[str, list[ArmOutput | None]] = {a.name: [None] * len(prompts) for a in arms}
-    groups = _groups(arms)
+    groups = arm_groups(arms)
     plan = GenPlan(mixed_batch=any(len(g) > 1 for g in groups))
     total, done = len(prompts) * len(arms), 0
-    bs = max(1, settings.batch_size)
+    rank, size = world()
+    bs = settings.batch_size or auto_batch(arms[0].model, tokenizer, prompts, len(arms),
+                                           settings.max_new_tokens)
     for group in groups:
         torch.manual_seed(settings.seed)
         for start in range(0, len(order), bs):
-            idx = order[start:start + bs]
+            plan.calls += 1  # one batch of the whole workload; each rank runs its slice
+            plan.rows += len(order[start:start + bs]) * len(group)
+            idx = split(order[start:start + bs], rank, size)
+            if not idx:
+                continue
             batch = [prompts[i] for i in idx]
             if len(group) > 1:
                 names = [a.adapter or BASE for a in group for _ in idx]
@@ -188,15 +214,19 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
             else:
                 with arm_context(group[0]):
                     outs = _generate_rows(group[0].model, tokenizer, batch, cfg, None)
-            plan.calls += 1
-            plan.rows += len(outs)
             for k, arm in enumerate(group):
                 for j, i in enumerate(idx):
                     results[arm.name][i] = outs[k * len(idx) + j]
             done += len(outs)
             if progress:
                 progress(done, total)
-    final = {name: [o for o in outs if o is not None] for name, outs in results.items()}
+    mine = [(i, {name: got[i] for name, got in results.items()}) for i in range(len(prompts))
+            if results[arms[0].name][i] is not None]
+    final: dict[str, list[ArmOutput]] = {a.name: [] for a in arms}
+    for _, row in sorted(gather(mine), key=lambda item: item[0]):
+        for name, out in row.items():
+            if out is not None:
+                final[name].append(out)
     effective = {"do_sample": cfg.do_sample, "num_beams": 1, "max_new_tokens": cfg.max_new_tokens,
                  "seed": settings.seed, "pad_token_id": cfg.pad_token_id,
                  "eos_token_id": cfg.eos_token_id, "use_cache": True}

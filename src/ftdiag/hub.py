@@ -157,8 +157,8 @@ def _download(repo_id: str, revision: str | None, label: str, what: str,
         raise FtdiagError(f"{what} {repo_id} has no revision {revision!r} on the Hub",
                           hint="pass a branch, tag or commit of that repo to --revision") from None
     except LocalEntryNotFoundError as exc:  # the Hub could not be reached and nothing cached
-        raise FtdiagError(f"cannot reach the Hugging Face Hub to download {what} {label} "
-                          f"({_why(exc.__cause__ or exc)})",
+        raise FtdiagError(f"{what} {label!r} is not a local folder nor in the Hugging Face cache,"
+                          f" and the Hub cannot be reached ({_why(exc.__cause__ or exc)})",
                           hint="check the network/proxy (HF_ENDPOINT), or pass a local "
                                "folder") from None
     except HfHubHTTPError as exc:

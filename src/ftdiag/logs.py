@@ -238,12 +238,21 @@ def _require_column(path: Path, loss_col: str, eval_col: str, columns: list[str]
 
 
 def _load_json(path: Path) -> Any:
+    """Parse with orjson (3x the stdlib's speed on a 12 MB trainer_state.json); the stdlib
+    reads what orjson refuses: NaN/Infinity literals (json.dumps writes them for a NaN loss)."""
+    import orjson
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+        return orjson.loads(data)
+    except OSError as exc:
         raise FtdiagError(f"{path}: cannot read ({exc})") from None
+    except orjson.JSONDecodeError:
+        pass
     try:
-        return json.loads(text)
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise FtdiagError(f"{path}: cannot read ({exc})") from None
     except json.JSONDecodeError as exc:
         raise FtdiagError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno} "
                           f"({exc.msg})", "the file is truncated or was being written when "

@@ -10,6 +10,7 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -53,31 +54,53 @@ def from_records(source: str, fmt: str, records: list[dict[str, Any]], step_col:
     """Build a LossLog from dict records (trainer log_history or exported rows), vectorised."""
     out = LossLog(source, fmt)
     n = len(records)
-    steps = _floats([r.get(step_col) for r in records])
-    steps = np.where(np.isfinite(steps), steps, np.arange(n)).astype(np.int64)  # no step: row
+    has, values = column(records, step_col)
+    steps = np.arange(n, dtype=np.float64)  # no step: the row number
+    steps[has] = np.where(np.isfinite(values), values, steps[has])
+    steps = steps.astype(np.int64)
     columns = {"train": loss_col, "eval": eval_col, "grad_norm": "grad_norm",
                "learning_rate": "learning_rate", "epoch": "epoch",
                "tokens": "num_input_tokens_seen"}
     for key, col in columns.items():
-        raw = [r.get(col) for r in records]
-        has = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
-        if has.any():
-            assign_series(out, key, steps[has], _floats(raw)[has])
+        has, values = column(records, col)
+        if values.size:
+            assign_series(out, key, steps[has], values)
     if n and steps.size > 1 and np.any(np.diff(steps) < 0):
         out.was_unsorted = True
     out.global_step = int(steps.max()) if n else None
     return out
 
 
+def column(records: list[dict[str, Any]], col: str) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of records holding `col` not null, its values as float64; non-numbers NaN).
+
+    Runs in C (map over dict methods) when every value present is a number: 100k records
+    in a few ms.
+    """
+    n = len(records)
+    has = np.fromiter(map(dict.__contains__, records, repeat(col)), dtype=bool, count=n)
+    try:
+        values = np.fromiter(map(dict.__getitem__, compress(records, has.tolist()), repeat(col)),
+                             dtype=np.float64, count=int(has.sum()))
+        return has, values
+    except (TypeError, ValueError):  # null, strings, lists: the element-wise way
+        pass
+    raw = [r.get(col) for r in records]
+    has = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
+    return has, _floats([v for v in raw if v is not None])
+
+
 def assign_series(out: LossLog, key: str, steps: np.ndarray, values: np.ndarray) -> None:
     """Sort by step, keep the last occurrence of each step, store on `out`."""
     if steps.size == 0:
         return
-    if steps.size > 1 and np.any(np.diff(steps) < 0):
+    if steps.size > 1 and np.any(steps[1:] < steps[:-1]):
         out.was_unsorted = True
-    rev_steps = steps[::-1]
-    uniq, first_in_rev = np.unique(rev_steps, return_index=True)
-    kept = values[::-1][first_in_rev]
+    if steps.size < 2 or bool(np.all(steps[1:] > steps[:-1])):  # the usual case: no sort
+        uniq, kept = steps, values
+    else:
+        uniq, first_in_rev = np.unique(steps[::-1], return_index=True)
+        kept = values[::-1][first_in_rev]
     if key in ("train", "eval"):
         out.duplicates_merged += int(steps.size - uniq.size)
     if key == "tokens":

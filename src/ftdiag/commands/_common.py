@@ -7,15 +7,16 @@ import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Report
-from ftdiag.render.console import err, out
-from ftdiag.render.findings import print_report, to_json
+
+if TYPE_CHECKING:  # Rich and the renderers load only when a command prints to a terminal
+    from rich.console import Console
+
+    from ftdiag.findings import Report
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -49,7 +50,6 @@ def quiet_libraries() -> None:
 
 def handle_errors(fn: F) -> F:
     """Turn FtdiagError into one line on stderr and exit 2; Ctrl-C into exit 130."""
-    from rich.markup import escape
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -57,12 +57,18 @@ def handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FtdiagError as exc:
+            from rich.markup import escape
+
+            from ftdiag.render.console import err
+
             line = f"[bold red]error:[/] {escape(exc.message)}"
             if exc.hint:
                 line += f" [dim]({escape(exc.hint)})[/]"
             err().print(line, soft_wrap=True)
             raise ErrorExit(exc.message, exc.hint) from None
         except KeyboardInterrupt:
+            from ftdiag.render.console import err
+
             err().print("[yellow]interrupted[/]")
             raise typer.Exit(130) from None
 
@@ -70,9 +76,15 @@ def handle_errors(fn: F) -> F:
 
 
 def write_report(path: Path, content: str | bytes) -> Path:
-    """Write a --markdown/--html/--junit/--report/--png file atomically; OSError -> one line."""
-    from ftdiag import atomic
+    """Write a --markdown/--html/--junit/--report/--png file atomically; OSError -> one line.
 
+    Under a launcher only rank 0 writes (every rank holds the same report).
+    """
+    from ftdiag import atomic
+    from ftdiag.distributed import is_main
+
+    if not is_main():
+        return path
     try:
         if isinstance(content, bytes):
             atomic.write_bytes(path, content)
@@ -93,9 +105,33 @@ def write_reports(result: Any,
 
 def emit(report: Report, *, json_out: bool, strict: bool = False,
          render: Callable[[Report, Console], None] | None = None) -> None:
-    """Print `report` as JSON or with `render` (default: checks table), then exit."""
-    if json_out:
+    """Print `report` as JSON or with `render` (default: checks table), then exit.
+
+    Under a launcher (torchrun) only rank 0 prints; every rank exits with the same code.
+    """
+    from ftdiag.distributed import finish, is_main
+
+    if not is_main():
+        pass  # the same report is printed by rank 0
+    elif json_out:
+        from ftdiag.render.jsondoc import to_json
+
         typer.echo(to_json(report))
     else:
+        from ftdiag.render.console import out
+        from ftdiag.render.findings import print_report
+
         (render or print_report)(report, out())
+    finish()
     raise typer.Exit(report.exit_code(strict))
+
+
+def start_ranks() -> bool:
+    """Join the launcher's process group if any (torchrun); True on the rank that prints.
+
+    That rank (rank 0, or the only process) alone shows progress and writes report files.
+    """
+    from ftdiag.distributed import init, is_main
+
+    init()
+    return is_main()

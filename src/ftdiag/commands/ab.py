@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ftdiag.commands._common import emit, handle_errors, write_reports
+from ftdiag.commands._common import emit, handle_errors, start_ranks, write_reports
 from ftdiag.errors import FtdiagError
 
 
@@ -31,7 +31,8 @@ def register(app: typer.Typer) -> None:
         chat_template: bool = typer.Option(False, "--chat-template",
                                            help="Use the tokenizer's chat template."),
         max_new_tokens: int = typer.Option(128, "--max-new-tokens", min=1),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="Titles per batch."),
+        batch_size: int = typer.Option(0, "--batch-size", min=0,
+                                       help="Titles per batch (0: from the workload)."),
         sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy (R008)."),
         temperature: float = typer.Option(1.0, "--temperature", min=1e-6),
         seed: int = typer.Option(0, "--seed"),
@@ -92,7 +93,8 @@ def register(app: typer.Typer) -> None:
                        temperature=temperature, seed=seed, check_batch=check_batch,
                        max_identical=max_identical, revision=revision,
                        adapter_revision=adapter_revision)
-        with stage_progress(enabled=not json_out) as (stage, progress):
+        main = start_ranks()  # under torchrun: shards of the titles, rank 0 prints
+        with stage_progress(enabled=not json_out and main) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)
         write_reports(result, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))

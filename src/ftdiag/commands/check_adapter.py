@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from ftdiag.commands._common import emit, handle_errors
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ftdiag.findings import Report
 
 
 def register(app: typer.Typer) -> None:
@@ -31,9 +37,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Layered checks on a saved LoRA adapter, cheapest first (files, then loaded model)."""
         from ftdiag.adapters.folder import check_folder
-        from ftdiag.render.check import print_folder_check
 
         result = check_folder(adapter_dir, base, probe or None, static_only,
                               revision=revision, adapter_revision=adapter_revision)
-        emit(result.report, json_out=json_out, strict=strict,
-             render=lambda _rep, console: print_folder_check(result, console))
+
+        def render(_rep: Report, console: Console) -> None:
+            from ftdiag.render.check import print_folder_check  # not loaded for --json
+
+            print_folder_check(result, console)
+
+        emit(result.report, json_out=json_out, strict=strict, render=render)

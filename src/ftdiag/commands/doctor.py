@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ftdiag.commands._common import emit, handle_errors, write_report
+from ftdiag.commands._common import emit, handle_errors, start_ranks, write_report
 from ftdiag.errors import FtdiagError
 
 
@@ -34,7 +34,8 @@ def register(app: typer.Typer) -> None:
 
         if report is not None and report.suffix.lower() not in (".html", ".htm", ".md"):
             raise FtdiagError(f"--report must end in .html or .md, got {report.name}")
-        with stage_progress(enabled=not json_out) as (stage, progress):
+        main = start_ranks()  # under torchrun: shards of the titles, rank 0 prints
+        with stage_progress(enabled=not json_out and main) as (stage, progress):
             result = run_doctor(run_dir, base=base, titles=titles, n=n,
                                 max_new_tokens=max_new_tokens, stage=stage, progress=progress,
                                 revision=revision)

@@ -10,6 +10,9 @@ import typer
 from ftdiag.commands._common import emit, handle_errors, write_report
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
+    from ftdiag.findings import Report
     from ftdiag.logs import LossLog
 
 
@@ -36,11 +39,8 @@ def register(app: typer.Typer) -> None:
         plot: bool = typer.Option(True, "--plot/--no-plot", help="Terminal plot (when a TTY)."),
     ) -> None:
         """Did the training converge? Loss trend, spikes, NaN, overfitting, steps (L001–L008)."""
-        from functools import partial
-
         from ftdiag.convergence import loss_report
         from ftdiag.errors import FtdiagError
-        from ftdiag.render.loss import png_bytes, print_loss_report
 
         if bool(mlflow_uri) != bool(run_ids):
             raise FtdiagError("--mlflow-uri and --run-id go together",
@@ -56,6 +56,13 @@ def register(app: typer.Typer) -> None:
         report = loss_report(runs, min_steps=min_steps, step_col=step_col,
                              loss_col=loss_col, eval_col=eval_col)
         if png is not None:
+            from ftdiag.render.loss import png_bytes
+
             write_report(png, png_bytes(report))
-        emit(report, json_out=json_out, strict=strict,
-             render=partial(print_loss_report, plot=plot))
+
+        def render(rep: Report, console: Console) -> None:
+            from ftdiag.render.loss import print_loss_report  # not loaded for --json
+
+            print_loss_report(rep, console, plot=plot)
+
+        emit(report, json_out=json_out, strict=strict, render=render)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
-
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from ftdiag.findings import CODES, Finding, Report
+from ftdiag.render.jsondoc import error_json, to_json
+
+__all__ = ["error_json", "to_json"]  # re-exported: their home is render.jsondoc
 
 MARKS = {"pass": ("✓", "green"), "info": ("ℹ", "cyan"), "warn": ("⚠", "yellow"),
          "fail": ("✗", "red"), "skip": ("–", "dim")}
@@ -21,11 +22,11 @@ def mark(status: str) -> Text:
 
 
 def check_name(f: Finding) -> str:
-    """A finding's problem title; a passing row's neutral name (not "✓ every lora_B is zero")."""
+    """A finding's problem title; a passing row says what it proved, a skipped row its name."""
     info = CODES.get(f.code)
     if f.is_finding or info is None:
         return f.title
-    return f.check or info.name
+    return f.check or (info.proves if f.status == "pass" else info.name)
 
 
 def checks_table(checks: list[Finding], title: str | None = None) -> Table:
@@ -86,15 +87,3 @@ def passed_skipped_line(report: Report) -> Text:
     if skipped:
         text.append(f"   skipped: {' '.join(dict.fromkeys(skipped))}", style="dim")
     return text
-
-
-def to_json(report: Report) -> str:
-    return json.dumps(report.to_dict(), indent=2)
-
-
-def error_json(command: str, message: str, hint: str = "") -> str:
-    """The one JSON document a command prints with --json when it exits 2 on bad input."""
-    from ftdiag._version import __version__
-
-    return json.dumps({"tool": "ftdiag", "version": __version__, "command": command,
-                       "verdict": "error", "error": {"message": message, "hint": hint}}, indent=2)

@@ -1,0 +1,107 @@
+"""ftdiag.decode's greedy loop = HF generate: left padding, mixed adapters, early EOS."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from ftdiag.decode import common_prefix, greedy, kv_bytes_per_token
+from ftdiag.generate import BASE, Arm, GenSettings, auto_batch, generate_arms
+from ftdiag.models import load_adapter, load_base
+from ftdiag.templates import DEFAULT_TEMPLATE
+
+TITLES = ["Steel bottle", "A very long title about a cotton shirt for men and women", "Pan",
+          "USB cable 2m"]
+N = 12
+
+
+def _prompts() -> list[str]:
+    return [DEFAULT_TEMPLATE.replace("{title}", t) for t in TITLES]
+
+
+def _hf(model: Any, tok: Any, prompts: list[str], eos: list[int],
+        names: list[str] | None) -> list[list[int]]:
+    """model.generate on left-padded rows, cut after the first EOS (decode keeps that token)."""
+    enc = tok(prompts, return_tensors="pt", padding=True)
+    extra = {"adapter_names": names} if names else {}
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=N, do_sample=False, num_beams=1,
+                             pad_token_id=tok.pad_token_id, eos_token_id=eos, **extra)
+    rows = []
+    for r in out[:, enc["input_ids"].shape[1]:].tolist():
+        cut = next((i for i, t in enumerate(r) if t in eos), None)
+        rows.append(r if cut is None else r[:cut + 1])
+    return rows
+
+
+def _frequent_tokens(rows: list[list[int]], k: int) -> list[int]:
+    """Tokens the model emits mid-way: used as EOS so rows stop at different steps."""
+    return [t for t, _ in Counter(t for r in rows for t in r[2:8]).most_common(k)]
+
+
+@pytest.fixture
+def pair(tiny_llama: Path, trained_adapter: Path) -> tuple[Any, Any]:
+    loaded = load_base(tiny_llama)
+    return load_adapter(loaded, trained_adapter).eval(), loaded.tokenizer
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_mixed_batch_with_early_eos_equals_hf_generate(pair: tuple[Any, Any],
+                                                       share_prefix: bool) -> None:
+    model, tok = pair
+    prompts = _prompts() * 2
+    names = [BASE] * len(TITLES) + ["default"] * len(TITLES)
+    eos = _frequent_tokens(_hf(model, tok, prompts, [tok.eos_token_id], names), 2)
+    want = _hf(model, tok, prompts, eos, names)
+    assert len({len(r) for r in want}) > 1  # rows really leave the batch at different steps
+    rows = [tok(p)["input_ids"] for p in prompts]
+    got = greedy(model, rows, max_new_tokens=N, eos=set(eos), pad_id=tok.pad_token_id,
+                 adapter_names=names, share_prefix=share_prefix)
+    assert got == want
+
+
+def test_plain_gpt2_with_position_embeddings_equals_hf_generate(tiny_gpt2: Path) -> None:
+    loaded = load_base(tiny_gpt2)
+    model, tok = loaded.model.eval(), loaded.tokenizer
+    prompts = _prompts()
+    eos = _frequent_tokens(_hf(model, tok, prompts, [tok.eos_token_id], None), 1)
+    want = _hf(model, tok, prompts, eos, None)
+    got = greedy(model, [tok(p)["input_ids"] for p in prompts], max_new_tokens=N, eos=set(eos),
+                 pad_id=tok.pad_token_id)
+    assert got == want
+
+
+def test_generate_arms_matches_hf_generate_per_arm(pair: tuple[Any, Any]) -> None:
+    model, tok = pair
+    arms = [Arm("base", model, BASE), Arm("adapter", model, "default")]
+    outs, plan, _ = generate_arms(tok, _prompts(), arms, GenSettings(max_new_tokens=N))
+    assert plan.calls == 1  # auto batch: four short titles fit one batch
+    names = [BASE] * len(TITLES) + ["default"] * len(TITLES)
+    want = _hf(model, tok, _prompts() * 2, [tok.eos_token_id], names)
+    got = [o.ids for o in outs["base"] + outs["adapter"]]
+    assert got == [r[:-1] if r and r[-1] == tok.eos_token_id else r for r in want]
+
+
+def test_common_prefix_leaves_one_token_per_row() -> None:
+    assert common_prefix([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert common_prefix([[7], [7, 8]]) == 0
+    assert common_prefix([[1, 2], [3, 4]]) == 0
+
+
+def test_auto_batch_keeps_the_kv_cache_under_the_budget(pair: tuple[Any, Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import ftdiag.generate as gen
+
+    model, tok = pair
+    prompts = _prompts() * 8
+    assert auto_batch(model, tok, prompts, 2, 16) == len(prompts)  # tiny model: one batch
+    longest = max(len(tok(p)["input_ids"]) for p in prompts)
+    per_title = kv_bytes_per_token(model) * (longest + 16) * 2
+    monkeypatch.setattr(gen, "KV_BUDGET", per_title * 10)
+    bs = auto_batch(model, tok, prompts, 2, 16)
+    assert bs * per_title <= gen.KV_BUDGET and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
