@@ -43,6 +43,7 @@ import numpy as np
 
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.logs import LossLog, read_loss_log
+from ftdiag.losslog import ArraySeries, Series
 
 MIN_DECREASE = 0.05  # relative start→end decrease below this is "not decreasing" (L002)
 SPIKE_FACTOR = 2.0  # a loss above this many times its running median is a spike (L003)
@@ -401,7 +402,9 @@ def _window(n: int) -> int:
     return int(min(max(n // 50, 2), 15)) * 2 + 1 if n >= 10 else 1
 
 
-def _arrays(series: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(series, ArraySeries):
+        return series.steps.copy(), series.values.copy()
     if not series:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     a = np.fromiter(chain.from_iterable(series), dtype=np.float64, count=2 * len(series))
