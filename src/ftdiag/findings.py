@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ftdiag._version import __version__
@@ -201,6 +201,14 @@ def verdict_of(findings: list[Finding]) -> str:
     return {3: "fail", 2: "warn"}.get(worst, "pass")
 
 
+class Details:
+    """Base of a command's typed `Report.details` (a dataclass): its `--json` form by field."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field name -> value (nested values are made JSON-ready by `Report.to_dict`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass
 class Report:
     """What every command returns: checks run (with findings among them) and a verdict."""
@@ -209,7 +217,7 @@ class Report:
     checks: list[Finding] = field(default_factory=list)
     layers_run: list[str] = field(default_factory=list)
     layers_skipped: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Any = field(default_factory=dict)  # a command's Details (dicts until issue 9 ends)
 
     @property
     def findings(self) -> list[Finding]:
