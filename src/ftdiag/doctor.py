@@ -14,6 +14,7 @@ from ftdiag.abtest import ABConfig, ABResult, AbSummary, run_ab_test
 from ftdiag.causes import RankedCause, rank_causes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.lossanalysis import LossAnalysis
 from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.records import run_titles
 from ftdiag.templates import read_meta
@@ -227,17 +228,22 @@ def judge_criteria(result: DoctorResult) -> list[Criterion]:
                               f"{differ}/{sm.n} titles differ between base and adapter"))
         crit.append(_detail_criterion(sm))
     loss = s.loss
-    d = (loss.details if loss is not None else {}) or {}
+    d = loss.details if loss is not None else None
     lost = _codes(loss) & {"L001", "L002", "L004", "L007"}
-    rel = d.get("relative_decrease")
-    start, end = d.get("start_loss", float("nan")), d.get("end_loss", float("nan"))
-    evidence = (f"loss {start:.3f} → {end:.3f} ({abs(rel):.0%} "
+    rel = d.relative_decrease if isinstance(d, LossAnalysis) else None
+    start = d.start_loss if isinstance(d, LossAnalysis) else None
+    end = d.end_loss if isinstance(d, LossAnalysis) else None
+    evidence = (f"loss {_f3(start)} → {_f3(end)} ({abs(rel):.0%} "
                 f"{'decrease' if rel >= 0 else 'increase'})"
                 if isinstance(rel, float) else "no loss figures")
     crit.append(Criterion("loss decreased during training",
                           not lost and isinstance(rel, float) and rel > 0,
                           evidence if not lost else f"{evidence}; " + ", ".join(sorted(lost))))
     return crit
+
+
+def _f3(x: float | None) -> str:
+    return f"{x:.3f}" if x is not None else "nan"
 
 
 def _detail_criterion(sm: AbSummary) -> Criterion:
