@@ -98,7 +98,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         report.add(finding("A001", f"no adapter_config.json in {run_dir} or its checkpoints"))
         report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
         return _finish(result)
-    from ftdiag.adapters import runtime_layer
+    from ftdiag.adapters import details_of, runtime_layer
     from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight, resolve_base
     from ftdiag.adapters.runtime import audit_runtime
@@ -127,7 +127,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
                    max_new_tokens=max_new_tokens)
     audit = audit_runtime(model, None, loaded.tokenizer, None, adapter_dir,
                           settings=cfg.settings(), to_eval=True)
-    pre.static.details["base_dir"] = str(loaded.model_dir)
+    details_of(pre.static).base_dir = str(loaded.model_dir)
     check = runtime_layer(pre.static, audit.report)
     result.sections.check = check
     _absorb(report, check, "SR")
