@@ -55,7 +55,7 @@ def time_library(path: Path, repeats: int = 3) -> float:
         t0 = time.perf_counter()
         report = loss_report([path])
         best = min(best, time.perf_counter() - t0)
-    assert report.details["records"] > 0
+    assert report.details.records > 0
     return best
 
 

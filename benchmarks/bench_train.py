@@ -12,6 +12,15 @@ both shares of peak are printed. Peak = this CPU's fp32 torch matmul rate (2048�
 
     python benchmarks/bench_train.py             # 12 timed steps per contender (~4-5 min)
     python benchmarks/bench_train.py --steps 4   # a short run
+    python benchmarks/bench_train.py --batching  # pad share; grouped vs random vs packed
+
+--batching: `ftdiag train`'s own pieces (model, TrainingArguments, collator) in a Trainer three
+ways over the same steps: length-grouped batches (the default), random batches, and
+padding-free packing (transformers' DataCollatorWithFlattening: one row per batch, position_ids
+restart at each example, so the SDPA mask is block-diagonal). Prints the pad share of the
+batches, tokens/s, the mean train loss of the timed steps, the eval loss after them (same eval
+examples, padded, for all) and the share of the 4N roofline. Grouped and packed see the same
+examples in the same steps, so their losses must agree: that checks the attention boundaries.
 """
 
 from __future__ import annotations
@@ -153,6 +162,109 @@ def bench_plain(base_dir: Path, records: int, steps: int, warmup: int) -> tuple[
     return tokens / (time.perf_counter() - t0), n_matmul
 
 
+def pad_share(lengths: list[int], order: list[int], batch: int = 8) -> tuple[float, float]:
+    """(pad tokens / all tokens, the worst single batch's share) of right-padded batches."""
+    pads = real = 0
+    worst = 0.0
+    for k in range(0, len(order), batch):
+        chunk = [lengths[i] for i in order[k:k + batch]]
+        pad = max(chunk) * len(chunk) - sum(chunk)
+        real, pads = real + sum(chunk), pads + pad
+        worst = max(worst, pad / (max(chunk) * len(chunk)))
+    return pads / (pads + real), worst
+
+
+def batch_orders(lengths: list[int], seed: int = 42) -> dict[str, list[int]]:
+    """The example order of length-grouped and of random batches (as Trainer samples them)."""
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    grouped = list(LengthGroupedSampler(8, lengths=lengths,
+                                        generator=torch.Generator().manual_seed(seed)))
+    shuffled = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(seed))
+    return {"grouped": grouped, "random": shuffled.tolist()}
+
+
+def bench_batching(base: str, records: int, steps: int, warmup: int, work: Path,
+                   mode: str) -> dict[str, float]:
+    """tokens/s, mean train loss (timed steps) and eval loss of one batching `mode`."""
+    from dataclasses import replace
+
+    from transformers import DataCollatorWithFlattening, Trainer, set_seed
+
+    from ftdiag.data import prepare_data, set_training_pad
+    from ftdiag.models import load_tokenizer, resolve_model_dir
+    from ftdiag.templates import load_template
+    from ftdiag.train import Collator, TrainConfig, as_features, build_model, training_args
+
+    base_dir = resolve_model_dir(base)
+    tok = load_tokenizer(base_dir)
+    set_training_pad(tok)
+    cfg = TrainConfig(data=SAMPLE, out=work / mode, base=base, records=records,
+                      max_steps=steps + warmup, logging_steps=1)
+    data = prepare_data(SAMPLE, tok, load_template(), records=records, seed=cfg.seed)
+    set_seed(cfg.seed)
+    args = replace(training_args(cfg, work / mode, "cpu", torch.float32, len(data.train), False),
+                   save_strategy="no", train_sampling_strategy=(
+                       "random" if mode == "random" else "group_by_length"))
+    model = build_model(base_dir, cfg, torch.float32)
+    padded = Collator(int(tok.pad_token_id))
+    collate = DataCollatorWithFlattening() if mode == "packed" else padded
+    clock = Clock(warmup)
+    trainer = Trainer(model=model, args=args, train_dataset=as_features(data.train),
+                      data_collator=collate, processing_class=tok, callbacks=[clock])
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    losses = [h["loss"] for h in trainer.state.log_history
+              if "loss" in h and h.get("step", 0) > warmup]
+    trainer.data_collator = padded  # every mode's eval loss: same examples, same padded batches
+    ev = trainer.evaluate(eval_dataset=as_features(data.eval))
+    return {"rate": clock.rate, "train_loss": sum(losses) / len(losses),
+            "eval_loss": float(ev["eval_loss"])}
+
+
+def main_batching(args: argparse.Namespace, peak: float) -> None:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftdiag.data import prepare_data, set_training_pad
+    from ftdiag.models import load_tokenizer, resolve_model_dir
+    from ftdiag.templates import load_template
+    from ftdiag.train import as_features
+
+    base_dir = resolve_model_dir(args.base)
+    tok = load_tokenizer(base_dir)
+    set_training_pad(tok)
+    feats = as_features(prepare_data(SAMPLE, tok, load_template(), records=args.records).train)
+    lengths = [len(f["input_ids"]) for f in feats]
+    orders = batch_orders(lengths)
+    print(f"{len(lengths)} train examples, {min(lengths)}-{max(lengths)} tokens "
+          f"(mean {sum(lengths) / len(lengths):.1f}); pad share of one epoch of batch-8 batches "
+          "(all batches; worst batch):")
+    for mode, order in orders.items():
+        share, worst = pad_share(lengths, order)
+        print(f"  {mode:8} {share:6.1%}  worst batch {worst:.1%}")
+    print("  packed      0.0%  (one row per batch, no pads)")
+    n = matmul_params(get_peft_model(AutoModelForCausalLM.from_pretrained(str(base_dir)),
+                                     LoraConfig(**LORA)))
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ftdiag-bench-batching-") as tmp:
+        for mode in ("grouped", "random", "packed"):
+            rows.append((mode, bench_batching(args.base, args.records, args.steps, args.warmup,
+                                              Path(tmp), mode)))
+            sys.stdout.flush()
+    ref = rows[0][1]
+    print(f"{'batching':10} {'tokens/s':>9} {'vs grouped':>10} {'train loss':>10} "
+          f"{'eval loss':>9} {'4N share':>8}")
+    for mode, r in rows:
+        print(f"{mode:10} {r['rate']:9.1f} {r['rate'] / ref['rate']:9.2f}x "
+              f"{r['train_loss']:10.4f} {r['eval_loss']:9.4f} "
+              f"{4 * n * r['rate'] / 1e9 / peak:8.0%}")
+    best = max(rows[1:], key=lambda row: row[1]["rate"])
+    gain = best[1]["rate"] / ref["rate"] - 1
+    print(f"switch the default only at ≥ +10% tokens/s at equal loss: best other ({best[0]}) "
+          f"{gain:+.0%} → {'switch' if gain >= 0.10 else 'keep length-grouped batches'}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12, help="timed optimizer steps per contender")
@@ -160,6 +272,8 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=400)
     ap.add_argument("--base", default="smollm2-135m")
     ap.add_argument("--skip-trl", action="store_true")
+    ap.add_argument("--batching", action="store_true",
+                    help="pad share; length-grouped vs random vs packed batches")
     args = ap.parse_args()
 
     from ftdiag.cli import quiet_libraries
@@ -170,7 +284,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, base {args.base}, "
           f"{args.steps} timed steps (+{args.warmup} warm-up), batch 8, fp32 CPU")
     peak = matmul_peak()
-    print(f"fp32 matmul peak (2048²): {peak:.1f} GFLOP/s")
+    print(f"fp32 matmul peak (2048²): {peak:.1f} GFLOP/s; load average "
+          f"{os.getloadavg()[0]:.2f}")
+    if args.batching:
+        main_batching(args, peak)
+        return
     with tempfile.TemporaryDirectory(prefix="ftdiag-bench-train-") as tmp:
         work = Path(tmp)
         plain, n = bench_plain(base_dir, args.records, args.steps, args.warmup)

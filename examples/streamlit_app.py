@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from ftdiag.abtest import ABConfig, run_ab_test
+from ftdiag.adapters.details import details_of
 from ftdiag.adapters.runtime import audit_model
 from ftdiag.compare import word_diff
 from ftdiag.errors import FtdiagError
@@ -80,10 +81,10 @@ def status_panel(report: Report, adapter: str) -> None:
     st.subheader(f"Adapter status: {report.verdict.upper()}")
     st.caption(f"adapter path: {adapter}")
     st.table(check_rows(report.checks), hide_index=True)
-    lines = ((report.to_dict().get("details") or {}).get("runtime") or {}).get("status") or []
-    if lines:
-        st.table([{"state": md_text(str(s["name"])), "value": md_text(str(s["value"])),
-                   "evidence": md_text(str(s["evidence"]))} for s in lines], hide_index=True)
+    runtime = details_of(report).runtime
+    if runtime is not None and runtime.status:
+        st.table([{"state": md_text(s.name), "value": md_text(str(s.value)),
+                   "evidence": md_text(s.evidence)} for s in runtime.status], hide_index=True)
 
 
 def main() -> None:

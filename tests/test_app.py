@@ -31,5 +31,5 @@ def test_app_shows_status_and_side_by_side_outputs(
     assert blocks[0] != blocks[1] and not at.code
     table = at.table[0].value
     assert list(table["code"]) == ["R001", "R002", "R003", "R004", "R005", "R006", "R008", "R009"]
-    assert table["check"][0] == "adapter-not-injected"  # R001 passes: its neutral name
+    assert table["check"][0] == "adapter injected"  # R001 passes: what it proved
     assert all("material/" in s for s in table["status"])  # icons from Streamlit's own font

@@ -32,10 +32,10 @@ def test_healthy_adapter_passes_every_runtime_check(pair: tuple[Path, Path]) -> 
     report = check_adapter(pair[1])
     assert report.layers_run == ["S", "R"]
     assert report.codes() == set() and report.verdict == "pass"
-    probe = report.details["runtime"]["probe"]
+    probe = report.details.runtime.probe
     assert probe["max_abs_diff"] > 1e-2 and probe["prompts"] >= 3
-    assert all(line["value"] for line in report.details["runtime"]["status"]
-               if line["name"] != "merged")
+    assert all(line.value for line in report.details.runtime.status
+               if line.name != "merged")
 
 
 def test_static_only_does_not_load_the_model(pair: tuple[Path, Path]) -> None:
@@ -113,7 +113,7 @@ def test_zero_b_adapter_has_no_output_effect_r005(pair: tuple[Path, Path], tmp_p
     report = check_adapter(adapter, pair[0])
     assert {"A003", "R005"} <= report.codes()
     assert "R001" not in report.codes()  # injected fine: the file itself is the problem
-    assert report.details["runtime"]["probe"]["max_abs_diff"] == 0.0
+    assert report.details.runtime.probe["max_abs_diff"] == 0.0
 
 
 def test_tiny_update_is_a005_and_r005(pair: tuple[Path, Path], tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_reusing_a_loaded_model_skips_loading(pair: tuple[Path, Path]) -> None:
     weight = next(p for n, p in model.named_parameters() if "lora_B" in n)
     report = check_adapter(pair[1], model=model, tokenizer=tok, probes=["Title: mug\n"])
     assert report.codes() == set()
-    assert report.details["runtime"]["probe"]["prompts"] == 1
+    assert report.details.runtime.probe["prompts"] == 1
     assert next(p for n, p in model.named_parameters() if "lora_B" in n) is weight
 
 
@@ -186,5 +186,5 @@ def test_merged_adapter_skips_the_probe_and_says_merged(pair: tuple[Path, Path])
     report = audit_model(model, tokenizer=tok, adapter_dir=pair[1])
     r005 = next(c for c in report.checks if c.code == "R005")
     assert r005.status == "skip" and "merged" in r005.message
-    merged = next(ln for ln in report.details["runtime"]["status"] if ln["name"] == "merged")
-    assert merged["value"] is True and report.codes() == set()
+    merged = next(ln for ln in report.details.runtime.status if ln.name == "merged")
+    assert merged.value is True and report.codes() == set()

@@ -63,9 +63,9 @@ def test_healthy_adapter_raises_no_static_finding(healthy: Path, base: Path) -> 
     report = run_static(healthy, base)
     assert report.codes() == set()
     assert report.verdict == "pass"
-    static = report.details["static"]
-    assert static["adapted_modules"] == static["expected_modules"] == static["matched_modules"]
-    assert all(ly["rel"] is not None and ly["rel"] > 1e-3 for ly in static["layers"])
+    static = report.details.static
+    assert static.adapted_modules == static.base.expected_modules == static.base.matched_modules
+    assert all(ly.rel is not None and ly.rel > 1e-3 for ly in static.layers)
     json.dumps(report.to_dict())
 
 
@@ -74,17 +74,17 @@ def test_relative_update_matches_materialised_delta(healthy: Path, base: Path, a
     from safetensors.torch import load_file as load
 
     report = run_static(healthy, base)
-    layer = report.details["static"]["layers"][0]
+    layer = report.details.static.layers[0]
     t = load_file(str(healthy / WEIGHTS))
-    prefix = "base_model.model." + layer["module"]
+    prefix = "base_model.model." + layer.module
     a, b = t[prefix + ".lora_A.weight"], t[prefix + ".lora_B.weight"]
-    w = load(str(base / "model.safetensors"))[layer["module"] + ".weight"]
-    dw = layer["scaling"] * (b @ a)
+    w = load(str(base / "model.safetensors"))[layer.module + ".weight"]
+    dw = layer.scaling * (b @ a)
     if arch == "gpt2":  # Conv1D stores W as [in, out]
         dw = dw.T
     assert dw.shape == w.shape
-    assert layer["delta_norm"] == pytest.approx(float(dw.norm()), rel=1e-4)
-    assert layer["rel"] == pytest.approx(float(dw.norm() / w.norm()), rel=1e-4)
+    assert layer.delta_norm == pytest.approx(float(dw.norm()), rel=1e-4)
+    assert layer.rel == pytest.approx(float(dw.norm() / w.norm()), rel=1e-4)
 
 
 def test_trace_norm_is_frobenius_norm() -> None:
@@ -123,7 +123,7 @@ def test_all_zero_b_is_a003(broken: Path, base: Path) -> None:
     rewrite(broken, zero_b)
     report = run_static(broken, base)
     assert report.codes() == {"A003"}
-    assert report.details["static"]["totals"]["zero_b"] == len(report.details["static"]["layers"])
+    assert report.details.static.totals["zero_b"] == len(report.details.static.layers)
 
 
 def test_nan_is_a004(broken: Path, base: Path) -> None:
@@ -162,7 +162,7 @@ def test_wrong_target_modules_are_a007(broken: Path, base: Path) -> None:
     edit_config(broken, target_modules=["query", "value"])
     report = run_static(broken, base)
     assert report.codes() == {"A007"}
-    assert report.details["static"]["expected_modules"] == 0
+    assert report.details.static.base.expected_modules == 0
 
 
 def test_targets_narrower_than_the_adapter_are_a007(broken: Path, base: Path, arch: str) -> None:
@@ -215,18 +215,18 @@ def test_base_without_weights_skips_only_the_ratio(healthy: Path, base: Path,
     assert next(f for f in report.findings if f.code == "A008").status == "warn"
     a005 = next(c for c in report.checks if c.code == "A005")
     assert a005.status == "skip" and "no safetensors weights" in a005.message
-    assert all(ly["rel"] is None and ly["delta_norm"] > 0
-               for ly in report.details["static"]["layers"])
+    assert all(ly.rel is None and ly.delta_norm > 0
+               for ly in report.details.static.layers)
 
 
 def test_rslora_and_alpha_pattern_set_the_scaling(broken: Path, base: Path) -> None:
     edit_config(broken, use_rslora=True, alpha_pattern={"v_proj": 32, "c_attn": 32})
-    layers = run_static(broken, base).details["static"]["layers"]
-    r = layers[0]["rank"]
-    patterned = [ly for ly in layers if ly["module"].endswith(("v_proj", "c_attn"))]
+    layers = run_static(broken, base).details.static.layers
+    r = layers[0].rank
+    patterned = [ly for ly in layers if ly.module.endswith(("v_proj", "c_attn"))]
     plain = [ly for ly in layers if ly not in patterned]
-    assert patterned and all(ly["scaling"] == pytest.approx(32 / math.sqrt(r)) for ly in patterned)
-    assert all(ly["scaling"] == pytest.approx(8 / math.sqrt(r)) for ly in plain)
+    assert patterned and all(ly.scaling == pytest.approx(32 / math.sqrt(r)) for ly in patterned)
+    assert all(ly.scaling == pytest.approx(8 / math.sqrt(r)) for ly in plain)
 
 
 def test_bin_weights_are_read_too(broken: Path, base: Path) -> None:

@@ -23,9 +23,9 @@ def test_healthy_decreasing_log_with_eval_has_no_findings(tmp_path: Path) -> Non
     assert rep.codes() == set() and rep.verdict == "pass"
     assert {c.code for c in rep.checks} == PROBLEMS | {"L008"}  # every check ran and passed
     d = rep.details
-    assert d["start_loss"] > 2.5 and d["end_loss"] < 1.0 and d["relative_decrease"] > 0.6
-    assert d["steps"] == 200 and d["records"] == 200 and d["eval"]["records"] == 10
-    assert len(d["eval"]["gap"]) == 10 and abs(d["eval"]["gap_last"]) < 0.2
+    assert d.start_loss > 2.5 and d.end_loss < 1.0 and d.relative_decrease > 0.6
+    assert d.steps == 200 and d.records == 200 and d.eval["records"] == 10
+    assert len(d.eval["gap"]) == 10 and abs(d.eval["gap_last"]) < 0.2
 
 
 @pytest.mark.parametrize(("kind", "kw", "code"), [
@@ -98,15 +98,15 @@ def test_empty_log_history_is_l001(tmp_path: Path) -> None:
     assert rep.verdict == "fail" and rep.codes() == {"L001"}
     assert "log_history is empty" in rep.findings[0].message
     assert {c.status for c in rep.checks if c.code != "L001"} == {"skip"}
-    healthy_keys = set(loss_report([write_run(tmp_path / "ok")]).details)
-    assert healthy_keys <= set(rep.details)  # doctor can read every key, as None
-    assert rep.details["start_loss"] is None and rep.details["steps"] == 0
+    healthy_keys = set(loss_report([write_run(tmp_path / "ok")]).details.to_dict())
+    assert healthy_keys <= set(rep.details.to_dict())  # doctor can read every key, as None
+    assert rep.details.start_loss is None and rep.details.steps == 0
 
 
 def test_run_dir_without_logs_is_l001(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     rep = loss_report([tmp_path / "out"])
-    assert rep.codes() == {"L001"} and rep.details["records"] == 0
+    assert rep.codes() == {"L001"} and rep.details.records == 0
 
 
 def test_only_eval_records_is_l001(tmp_path: Path) -> None:
@@ -120,8 +120,8 @@ def test_multi_run_marks_the_run_with_the_lower_eval_loss(tmp_path: Path) -> Non
     evals = [(s, v + 0.3) for s, v in eval_curve("ok")]
     write_state(worse, history(curve("healthy") + 0.3, evals))
     rep = loss_report([worse, good])
-    assert [r["label"] for r in rep.details["runs"]] == ["lr-2e-4", "lr-1e-4"]
-    assert rep.details["best_run"] == "lr-1e-4" and rep.details["best_by"] == "best eval loss"
+    assert [r.label for r in rep.details.runs] == ["lr-2e-4", "lr-1e-4"]
+    assert rep.details.best_run == "lr-1e-4" and rep.details.best_by == "best eval loss"
     assert all(c.evidence["run"] in ("lr-1e-4", "lr-2e-4") for c in rep.checks)
 
 
@@ -130,7 +130,7 @@ def test_multi_run_never_picks_a_failing_run(tmp_path: Path) -> None:
     write_state(nan, history(curve("nan") - 0.5))  # lower loss, but NaN and no eval
     ok = write_run(tmp_path / "ok", with_eval=False)
     rep = loss_report([nan, ok])
-    assert rep.details["best_by"] == "end train loss" and rep.details["best_run"] == "ok"
+    assert rep.details.best_by == "end train loss" and rep.details.best_run == "ok"
     assert rep.verdict == "fail" and "L004" in rep.codes()
 
 
@@ -163,7 +163,7 @@ def test_rolling_median_ignores_a_single_outlier() -> None:
 def test_analyse_on_a_handmade_log() -> None:
     log = LossLog("mem", "jsonl", train=[(1, 2.0), (2, 1.5), (3, 1.0)], global_step=3)
     rep = analyse(log, min_steps=2)
-    assert rep.details["relative_decrease"] == pytest.approx(0.5)
+    assert rep.details.relative_decrease == pytest.approx(0.5)
     assert rep.codes() == {"L008"}
 
 
@@ -204,7 +204,7 @@ def test_flat_but_very_noisy_loss_is_still_l002(tmp_path: Path, seed: int) -> No
 def test_all_nan_loss_is_l004_without_a_trend(tmp_path: Path) -> None:
     losses = np.full(60, np.nan)
     rep = loss_report([write_state(tmp_path / "nan", history(losses, eval_curve("ok", 60)))])
-    assert "L004" in rep.codes() and rep.details["start_loss"] is None
+    assert "L004" in rep.codes() and rep.details.start_loss is None
     assert next(c for c in rep.checks if c.code == "L002").status == "skip"
 
 

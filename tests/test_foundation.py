@@ -96,3 +96,11 @@ def test_template_file_needs_title_placeholder(tmp_path: Path) -> None:
 def test_cli_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and "ftdiag" in result.output
+
+
+def test_a_passing_check_says_what_it_proved() -> None:
+    from ftdiag.render.findings import check_name
+
+    assert check_name(passed("R001", "60 LoRA layers")) == "adapter injected"
+    assert check_name(finding("R001", "none")) == "no LoRA layers in the model"
+    assert all(c.proves and c.proves != c.title for c in CODES.values())

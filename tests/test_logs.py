@@ -40,8 +40,8 @@ def test_real_trainer_run_converges_but_has_few_steps(trainer_run: Path) -> None
     rep = loss_report([trainer_run])
     assert rep.codes() == {"L006"}  # 40 < 50 steps; the loss did fall, eval was logged
     d = rep.details
-    assert d["end_loss"] < d["start_loss"] and d["relative_decrease"] > 0.05
-    assert d["lr_schedule"]["kind"] == "warmup + cosine" and d["completed"] is True
+    assert d.end_loss < d.start_loss and d.relative_decrease > 0.05
+    assert d.lr_schedule["kind"] == "warmup + cosine" and d.completed is True
     assert loss_report([trainer_run], min_steps=40).verdict == "pass"
 
 

@@ -253,7 +253,7 @@ def test_llamafactory_log_beats_older_checkpoints(tmp_path: Path) -> None:
     run = write_llamafactory(tmp_path / "saves")
     write_state(run / "checkpoint-20", history(healthy(20)))  # killed after step 60
     assert read_loss_log(run).format == "llamafactory"
-    assert loss_report([run]).details["steps"] == 60
+    assert loss_report([run]).details.steps == 60
 
 
 def test_axolotl_output_dir(tmp_path: Path) -> None:
@@ -268,8 +268,8 @@ def test_axolotl_output_dir(tmp_path: Path) -> None:
         "micro_batch_size: 2\ngradient_accumulation_steps: 4\nnum_epochs: 1\n"
         "learning_rate: 0.0002\noutput_dir: ./outputs/lora-out\n```\n\n</details><br>\n")
     rep = loss_report([out])
-    assert rep.details["format"] == "trainer_state"
-    assert rep.details["config"] == {"lora_r": 32, "lora_alpha": 16, "learning_rate": 2e-4,
+    assert rep.details.format == "trainer_state"
+    assert rep.details.config == {"lora_r": 32, "lora_alpha": 16, "learning_rate": 2e-4,
                                      "num_train_epochs": 1, "batch_size": 2,
                                      "gradient_accumulation_steps": 4, "framework": "axolotl"}
 

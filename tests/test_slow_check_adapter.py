@@ -42,10 +42,10 @@ def test_smollm2_healthy_adapter_passes(tmp_path: Path) -> None:
     report = check_adapter(adapter)  # base from base_model_name_or_path = 'smollm2-135m'
     assert report.layers_run == ["S", "R"]
     assert report.verdict == "pass", [f.to_dict() for f in report.findings]
-    static = report.details["static"]
-    assert static["adapted_modules"] == static["expected_modules"] == 30 * 4
-    assert static["totals"]["rel_median"] > 1e-4
-    assert report.details["runtime"]["probe"]["max_abs_diff"] > 1e-3
+    static = report.details.static
+    assert static.adapted_modules == static.base.expected_modules == 30 * 4
+    assert static.totals["rel_median"] > 1e-4
+    assert report.details.runtime.probe["max_abs_diff"] > 1e-3
 
 
 def test_smollm2_zero_b_adapter_is_a003(tmp_path: Path) -> None:

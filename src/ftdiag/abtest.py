@@ -332,7 +332,7 @@ def _summary(rows: list[ABRow], arms: list[str], gen: dict[str, Any], plan: Any)
         n=n, identical=identical, identical_share=identical / n if n else 0.0,
         first_divergent_token=Divergence(mean([float(d) for d in divergent]),
                                          min(divergent, default=None)),
-        mean_new_tokens={a: mean([float(r.tokens[a]) for r in rows]) for a in arms},
+        mean_new_tokens={a: sum(r.tokens[a] for r in rows) / n for a in arms},
         hit_max_share={a: sum(r.hit_max[a] for r in rows) / n for a in arms},
         generation_config=gen["effective"], generation_overridden=gen["overridden_from_model"],
         plan=PlanSummary(plan.mixed_batch, plan.calls, plan.rows))

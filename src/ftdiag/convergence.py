@@ -1,34 +1,10 @@
 """Did training converge? Findings L001–L008 from a `LossLog`, with the numbers as evidence.
 
-`analyse(log)` returns a `Report` (command "loss-report") whose `details` hold, for one run:
-  label, source, format, notes      where the numbers came from
-  config                            hyperparameters the source recorded (learning_rate,
-                                    num_train_epochs, max_steps, lora_r, lora_alpha, batch_size,
-                                    gradient_accumulation_steps, framework), those found
-  records, finite_records           train loss records (after merging duplicates), finite ones
-  steps, max_steps, completed       optimizer steps reached, planned, reached >= planned
-  epochs, num_train_epochs, tokens_seen
-  duplicates_merged, was_unsorted   what the reader cleaned up
-  start_loss, end_loss              median of the first / last tenth of the finite train losses
-  start_steps, end_steps            [first, last] step of those windows
-  min_loss, min_loss_step           lowest finite raw train loss
-  relative_decrease                 (start_loss - end_loss) / start_loss
-  noise, decrease_z                 relative batch-to-batch noise (MAD of loss/running median
-                                    - 1); (start - end) / its standard error
-  last_third                        {"steps": [a, b], "slope", "stderr", "t", "change"}: least
-                                    squares on the last third (change = slope·span / mean loss)
-  spikes                            [[step, loss, running_median], ...] (first 20)
-  nonfinite                         {"loss": n, "eval_loss": n, "grad_norm": n, "first_step"}
-  eval                              None or {"records", "first", "best", "best_step", "last",
-                                    "last_step", "gap_first", "gap_last", "gap": [[step, gap]]}
-                                    (gap = eval loss - smoothed train loss at that step)
-  lr_schedule                       {"kind", "peak", "peak_step", "final", "warmup_steps"} or None
-  curves                            {"train": [[step, loss, smoothed], ...], "eval": [[step, loss]]}
-                                    at most 400 points each, for plots
-`loss_report(paths)` with several paths adds details["runs"] (one such dict per run, plus
-"verdict" and "codes"), details["best_run"] and details["best_by"]; the runs' checks are
-merged into one list, each message prefixed with the run's label and evidence["run"] set.
-Start/end/min keys are None when there is no finite loss (then L001 or L004 says why).
+`analyse(log)` returns a `Report` (command "loss-report") whose `details` is a `LossAnalysis`
+(the numbers of one run); `loss_report(paths)` with several paths returns one whose details is a
+`LossComparison` (a `LossRun` per run, the best run); the runs' checks are merged into one list,
+each message prefixed with the run's label and evidence["run"] set.
+Start/end/min numbers are None when there is no finite loss (then L001 or L004 says why).
 """
 
 from __future__ import annotations
@@ -43,6 +19,8 @@ import numpy as np
 
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.logs import LossLog, read_loss_log
+from ftdiag.lossanalysis import LossAnalysis, LossComparison, LossRun
+from ftdiag.losslog import ArraySeries, Series
 
 MIN_DECREASE = 0.05  # relative start→end decrease below this is "not decreasing" (L002)
 SPIKE_FACTOR = 2.0  # a loss above this many times its running median is a spike (L003)
@@ -63,7 +41,7 @@ def loss_report(paths: Sequence[str | Path | LossLog], *, min_steps: int = 50,
     labels = [log.label or name for log, name in zip(logs, names, strict=True)]
     labels = [f"{lab}#{i + 1}" if labels.count(lab) > 1 else lab for i, lab in enumerate(labels)]
     for rep, label in zip(reports, labels, strict=True):
-        rep.details["label"] = label
+        _analysis(rep).label = label
     if len(reports) == 1:
         return reports[0]
     combined = Report("loss-report", layers_run=["L"])
@@ -72,23 +50,29 @@ def loss_report(paths: Sequence[str | Path | LossLog], *, min_steps: int = 50,
         for c in rep.checks:
             combined.add(Finding(c.code, c.status, f"{label}: {c.message}", c.hint,
                                  {"run": label, **c.evidence}, c.check))
-        runs.append({**rep.details, "verdict": rep.verdict, "codes": sorted(rep.codes())})
+        runs.append(LossRun(_analysis(rep), rep.verdict, sorted(rep.codes())))
     best, by = best_run(runs)
-    combined.details = {"runs": runs, "best_run": best, "best_by": by}
+    combined.details = LossComparison(runs, best, by)
     return combined
 
 
-def best_run(runs: list[dict[str, Any]]) -> tuple[str | None, str]:
+def _analysis(rep: Report) -> LossAnalysis:
+    assert isinstance(rep.details, LossAnalysis)  # analyse() sets it
+    return rep.details
+
+
+def best_run(runs: list[LossRun]) -> tuple[str | None, str]:
     """Label of the best run: lowest best eval loss if every run has one, else lowest end loss."""
-    usable = [r for r in runs if r.get("end_loss") is not None]
+    usable = [r for r in runs if r.analysis.end_loss is not None]
     if not usable:
         return None, "none"
-    if all(r.get("eval") for r in usable):
-        key, by = (lambda r: r["eval"]["best"]), "best eval loss"
+    key: Any
+    if all(r.analysis.eval for r in usable):
+        key, by = (lambda r: r.analysis.eval["best"]), "best eval loss"
     else:
-        key, by = (lambda r: r["end_loss"]), "end train loss"
-    ranked = sorted(usable, key=lambda r: (r["verdict"] == "fail", _finite_or_inf(key(r))))
-    return ranked[0]["label"], by
+        key, by = (lambda r: r.analysis.end_loss), "end train loss"
+    ranked = sorted(usable, key=lambda r: (r.verdict == "fail", _finite_or_inf(key(r))))
+    return ranked[0].label, by
 
 
 def run_labels(paths: list[Path]) -> list[str]:
@@ -113,20 +97,16 @@ def analyse(log: LossLog, *, min_steps: int = 50) -> Report:
     steps, loss = _arrays(log.train)
     ev_steps, ev_loss = _arrays(log.eval)
     gn_steps, gn = _arrays(log.grad_norm)
-    d: dict[str, Any] = rep.details
-    d.update(label=log.label or run_labels([Path(log.source)])[0], source=log.source,
-             format=log.format, notes=list(log.notes), records=int(steps.size),
-             steps=log.steps_done,
-             max_steps=log.max_steps, epochs=log.epoch[-1][1] if log.epoch else None,
-             num_train_epochs=log.num_train_epochs, tokens_seen=log.tokens_seen,
-             duplicates_merged=log.duplicates_merged, was_unsorted=log.was_unsorted,
-             config=dict(log.config))
-    d["completed"] = None if not log.max_steps else log.steps_done >= log.max_steps
-    d.update(start_loss=None, end_loss=None, start_steps=None, end_steps=None, min_loss=None,
-             min_loss_step=None, relative_decrease=None, noise=None, decrease_z=None,
-             last_third=None, spikes=[], nonfinite=None, eval=None, finite_records=0,
-             curves={"train": [], "eval": []})  # every key is there, even with no records
-    d["lr_schedule"] = guess_lr_schedule(*_arrays(log.learning_rate), log.max_steps)
+    d = LossAnalysis(  # every field is there, even with no records
+        label=log.label or run_labels([Path(log.source)])[0], source=log.source,
+        format=log.format, notes=list(log.notes), config=dict(log.config),
+        records=int(steps.size), steps=log.steps_done, max_steps=log.max_steps,
+        completed=None if not log.max_steps else log.steps_done >= log.max_steps,
+        epochs=log.epoch[-1][1] if log.epoch else None, num_train_epochs=log.num_train_epochs,
+        tokens_seen=log.tokens_seen, duplicates_merged=log.duplicates_merged,
+        was_unsorted=log.was_unsorted,
+        lr_schedule=guess_lr_schedule(*_arrays(log.learning_rate), log.max_steps))
+    rep.details = d
     if steps.size == 0:
         where = "; ".join(log.notes) or "no 'loss' entries"
         rep.add(finding("L001", f"no training loss records in {log.source} ({where})",
@@ -148,28 +128,28 @@ def analyse(log: LossLog, *, min_steps: int = 50) -> Report:
     rep.add(_check_diverging(fs, fl, smooth, d))
     rep.add(*_check_eval(fs, smooth, ev_steps, ev_loss, d))
     rep.add(_check_steps(log, min_steps, d))
-    d["curves"] = {"train": _sample(fs, fl, smooth), "eval": _sample(*_finite(ev_steps, ev_loss))}
+    d.curves = {"train": _sample(fs, fl, smooth), "eval": _sample(*_finite(ev_steps, ev_loss))}
     rep.checks.sort(key=lambda c: c.code)
     return rep
 
 
 def _describe_curve(fs: np.ndarray, fl: np.ndarray, smooth: np.ndarray,
-                    d: dict[str, Any]) -> None:
+                    d: LossAnalysis) -> None:
     """start/end/min loss, relative decrease (and its z against the batch noise), last third."""
-    d["finite_records"] = int(fl.size)
+    d.finite_records = int(fl.size)
     if fl.size == 0:
         return
     k = int(min(max(fl.size // 10, 1), 50))
     start, end = float(np.median(fl[:k])), float(np.median(fl[-k:]))
-    d["noise"] = noise = _relative_noise(fl, smooth)
+    d.noise = noise = _relative_noise(fl, smooth)
     se = 1.2533 * noise / math.sqrt(k) * math.hypot(start, end)  # s.e. of a median of k
-    d["decrease_z"] = (start - end) / se if se > 0 else None
+    d.decrease_z = (start - end) / se if se > 0 else None
     i = int(np.argmin(fl))
-    d.update(start_loss=start, end_loss=end, start_steps=[int(fs[0]), int(fs[k - 1])],
-             end_steps=[int(fs[-k]), int(fs[-1])], min_loss=float(fl[i]),
-             min_loss_step=int(fs[i]),
-             relative_decrease=(start - end) / abs(start) if start else None)
-    d["last_third"] = trend(fs[-max(fl.size // 3, 3):], fl[-max(fl.size // 3, 3):])
+    d.start_loss, d.end_loss = start, end
+    d.start_steps, d.end_steps = [int(fs[0]), int(fs[k - 1])], [int(fs[-k]), int(fs[-1])]
+    d.min_loss, d.min_loss_step = float(fl[i]), int(fs[i])
+    d.relative_decrease = (start - end) / abs(start) if start else None
+    d.last_third = trend(fs[-max(fl.size // 3, 3):], fl[-max(fl.size // 3, 3):])
 
 
 def trend(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
@@ -187,31 +167,32 @@ def trend(x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
             "change": change}
 
 
-def _check_decrease(d: dict[str, Any], log: LossLog, min_steps: int) -> Finding:
-    rel, z = d["relative_decrease"], d["decrease_z"]
-    if rel is None or d["finite_records"] < 2:
-        why = "loss starts at 0 (see L007)" if d["start_loss"] == 0 else \
+def _check_decrease(d: LossAnalysis, log: LossLog, min_steps: int) -> Finding:
+    rel, z = d.relative_decrease, d.decrease_z
+    if rel is None or d.finite_records < 2:
+        why = "loss starts at 0 (see L007)" if d.start_loss == 0 else \
             "fewer than two finite loss records: no trend to judge"
         return Finding("L002", "skip", why)
-    start, end = d["start_loss"], d["end_loss"]
-    where = (f"{start:.4g} (steps {_span(d['start_steps'])}) → {end:.4g} "
-             f"(steps {_span(d['end_steps'])})")
-    ev = {"start_loss": start, "end_loss": end, "relative_decrease": rel,
-          "min_loss": d["min_loss"], "min_loss_step": d["min_loss_step"], "decrease_z": z}
+    start, end = d.start_loss, d.end_loss
+    assert d.start_steps is not None and d.end_steps is not None  # set with relative_decrease
+    where = (f"{start:.4g} (steps {_span(d.start_steps)}) → {end:.4g} "
+             f"(steps {_span(d.end_steps)})")
+    ev: dict[str, Any] = {"start_loss": start, "end_loss": end, "relative_decrease": rel,
+          "min_loss": d.min_loss, "min_loss_step": d.min_loss_step, "decrease_z": z}
     clear = z is None or abs(z) >= 3  # the change stands out of the batch-to-batch noise
     if rel >= MIN_DECREASE and clear:
-        lt = d["last_third"]
+        lt = d.last_third
         tail = ""
         if lt and lt["t"] < -3 and lt["change"] < -RISE:
             tail = f"; still falling {-lt['change']:.0%} over the last third: more steps may help"
         return passed("L002", f"loss fell {rel:.0%}: {where}{tail}", **ev)
-    lr = d["lr_schedule"]
+    lr = d.lr_schedule
     peak = f" (peak was {lr['peak']:.2g}; LoRA usually 1e-4–3e-4)" if lr else ""
     if rel < -RISE and clear:
         return finding("L002", f"loss rose {-rel:.0%}: {where}",
                        hint=f"lower the learning rate{peak}; see L003", **ev)
     noise = "" if clear or abs(rel) < MIN_DECREASE else \
-        f", within the batch-to-batch noise (±{d['noise']:.0%}, z={z:.1f})"
+        f", within the batch-to-batch noise (±{d.noise:.0%}, z={z:.1f})"
     hints = [f"raise the learning rate{peak}"]
     if log.steps_done < min_steps:
         hints.append(f"train longer: only {log.steps_done} steps (more records or epochs)")
@@ -234,14 +215,14 @@ def _relative_noise(fl: np.ndarray, smooth: np.ndarray) -> float:
 
 
 def _check_diverging(fs: np.ndarray, fl: np.ndarray, smooth: np.ndarray,
-                     d: dict[str, Any]) -> Finding:
+                     d: LossAnalysis) -> Finding:
     # k× the running median, and far outside the curve's own batch-to-batch noise
     rel = _relative_residual(fl, smooth)
-    spikes_mask = (rel > SPIKE_FACTOR - 1) & (rel > 8 * (d["noise"] or 0.0))
+    spikes_mask = (rel > SPIKE_FACTOR - 1) & (rel > 8 * (d.noise or 0.0))
     idx = np.flatnonzero(spikes_mask)
-    d["spikes"] = [[int(fs[i]), float(fl[i]), float(smooth[i])] for i in idx[:20]]
+    d.spikes = [[int(fs[i]), float(fl[i]), float(smooth[i])] for i in idx[:20]]
     problems = []
-    lt = d.get("last_third")
+    lt = d.last_third
     if lt and lt["t"] > 3 and lt["change"] > RISE:
         problems.append(f"loss rising over the last third (steps {_span(lt['steps'])}): "
                         f"+{lt['change']:.0%}, slope {lt['slope']:.3g} ± {lt['stderr']:.2g}/step")
@@ -254,28 +235,28 @@ def _check_diverging(fs: np.ndarray, fl: np.ndarray, smooth: np.ndarray,
                             f"{_span([int(fs[chunks[j][0]]), int(fs[chunks[j][-1]])])}) to "
                             f"{med[-1]:.4g} in the last tenth")
     if idx.size:
-        shown = ", ".join(f"step {s} ({v:.3g} vs median {m:.3g})" for s, v, m in d["spikes"][:5])
+        shown = ", ".join(f"step {s} ({v:.3g} vs median {m:.3g})" for s, v, m in d.spikes[:5])
         problems.append(f"{idx.size} spike(s) above {SPIKE_FACTOR:g}× the running median: {shown}"
                         + (" …" if idx.size > 5 else ""))
-    ev: dict[str, Any] = {"spikes": int(idx.size), "spike_steps": [s for s, _, _ in d["spikes"]],
+    ev: dict[str, Any] = {"spikes": int(idx.size), "spike_steps": [s for s, _, _ in d.spikes],
           "last_third": lt}
     if not problems:
         return passed("L003", f"no spikes above {SPIKE_FACTOR:g}× the running median and no "
                               "rising trend", **ev)
-    lr = d["lr_schedule"]
+    lr = d.lr_schedule
     peak = f" (peak was {lr['peak']:.2g})" if lr and lr["peak"] else ""
     return finding("L003", "; ".join(problems), hint=_HINT_LR.replace(" (", f"{peak} (", 1), **ev)
 
 
 def _check_nonfinite(steps: np.ndarray, loss: np.ndarray, ev_steps: np.ndarray,
                      ev_loss: np.ndarray, gn_steps: np.ndarray, gn: np.ndarray,
-                     d: dict[str, Any]) -> Finding:
+                     d: LossAnalysis) -> Finding:
     bad = {name: ~np.isfinite(v) for name, v in
            (("loss", loss), ("eval_loss", ev_loss), ("grad_norm", gn))}
     firsts = [int(s[m][0]) for s, m in zip((steps, ev_steps, gn_steps), bad.values(), strict=True)
               if m.any()]
     counts: dict[str, Any] = {k: int(m.sum()) for k, m in bad.items()}
-    d["nonfinite"] = {**counts, "first_step": min(firsts) if firsts else None}
+    d.nonfinite = {**counts, "first_step": min(firsts) if firsts else None}
     total = loss.size + ev_loss.size + gn.size
     if not firsts:
         return passed("L004", f"all {total} loss/eval/grad_norm values finite", **counts)
@@ -299,10 +280,10 @@ def _check_zero(steps: np.ndarray, loss: np.ndarray) -> Finding:
 
 
 def _check_eval(fs: np.ndarray, smooth: np.ndarray, ev_steps: np.ndarray, ev_loss: np.ndarray,
-                d: dict[str, Any]) -> list[Finding]:
+                d: LossAnalysis) -> list[Finding]:
     es, el = _finite(ev_steps, ev_loss)
     if es.size == 0:
-        d["eval"] = None
+        d.eval = None
         return [finding("L008", "no eval loss logged: over/underfitting cannot be judged",
                         hint="pass an eval_dataset and set eval_strategy='steps'"),
                 Finding("L005", "skip", "no eval loss to compare with")]
@@ -312,7 +293,7 @@ def _check_eval(fs: np.ndarray, smooth: np.ndarray, ev_steps: np.ndarray, ev_los
           "best_step": int(es[b]), "last": float(el[-1]), "last_step": int(es[-1]),
           "gap_first": float(el[0] - train_at[0]), "gap_last": float(el[-1] - train_at[-1]),
           "gap": _sample(es, el - train_at)}
-    d["eval"] = ev
+    d.eval = ev
     checks = [passed("L008", f"{es.size} eval loss records")]
     rise = (el[-1] - el[b]) / abs(el[b]) if el[b] else 0.0
     train_fell = bool(train_at[-1] < train_at[b] * (1 - 0.02))
@@ -333,11 +314,11 @@ def _check_eval(fs: np.ndarray, smooth: np.ndarray, ev_steps: np.ndarray, ev_los
     return checks
 
 
-def _check_steps(log: LossLog, min_steps: int, d: dict[str, Any]) -> Finding:
+def _check_steps(log: LossLog, min_steps: int, d: LossAnalysis) -> Finding:
     n = log.steps_done
     extra = []
-    if d["epochs"] is not None:
-        extra.append(f"{d['epochs']:.3g} epochs")
+    if d.epochs is not None:
+        extra.append(f"{d.epochs:.3g} epochs")
     if log.tokens_seen:
         extra.append(f"{log.tokens_seen:,} tokens")
     if log.max_steps and n < log.max_steps:
@@ -401,7 +382,9 @@ def _window(n: int) -> int:
     return int(min(max(n // 50, 2), 15)) * 2 + 1 if n >= 10 else 1
 
 
-def _arrays(series: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(series: Series) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(series, ArraySeries):
+        return series.steps.copy(), series.values.copy()
     if not series:
         return np.zeros(0, np.int64), np.zeros(0, np.float64)
     a = np.fromiter(chain.from_iterable(series), dtype=np.float64, count=2 * len(series))

@@ -14,7 +14,7 @@ from typing import Any
 
 from ftdiag.doctor import DoctorResult, run_doctor
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Finding, Report, finding
+from ftdiag.findings import Details, Finding, Report, finding
 from ftdiag.models import EMBEDDED_NAME, cache_dir
 from ftdiag.progress import ProgressFn, StageFn
 
@@ -150,6 +150,22 @@ def _demo_title(doc: DoctorResult) -> str:
     return "Stainless Steel Insulated Water Bottle, 750 ml"
 
 
+@dataclass
+class DemoDetails(Details):
+    """The demo report's details; `serve` is set when `--serve` ran (url, merged folder)."""
+
+    doctor_verdict: str
+    seed_bug_codes: list[str]
+    workdir: str
+    serve: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = super().to_dict()
+        if self.serve is None:
+            del d["serve"]
+        return d
+
+
 def demo_report(result: DemoResult) -> Report:
     """The demo passes when doctor passes the trained adapter and flags the seed's bug."""
     rep = Report("demo")
@@ -163,6 +179,5 @@ def demo_report(result: DemoResult) -> Report:
            if caught else "the seed's mutated-base comparison was NOT flagged")
     rep.add(Finding("R004", "pass" if caught else "fail", msg,
                     check="the seed's bug is caught"))
-    rep.details = {"doctor_verdict": doc_v, "seed_bug_codes": sorted(codes),
-                   "workdir": str(result.workdir)}
+    rep.details = DemoDetails(doc_v, sorted(codes), str(result.workdir))
     return rep

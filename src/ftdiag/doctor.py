@@ -14,6 +14,7 @@ from ftdiag.abtest import ABConfig, ABResult, AbSummary, run_ab_test
 from ftdiag.causes import RankedCause, rank_causes
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.lossanalysis import LossAnalysis
 from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.records import run_titles
 from ftdiag.templates import read_meta
@@ -97,7 +98,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         report.add(finding("A001", f"no adapter_config.json in {run_dir} or its checkpoints"))
         report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
         return _finish(result)
-    from ftdiag.adapters import runtime_layer
+    from ftdiag.adapters import details_of, runtime_layer
     from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight, resolve_base
     from ftdiag.adapters.runtime import audit_runtime
@@ -126,7 +127,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
                    max_new_tokens=max_new_tokens)
     audit = audit_runtime(model, None, loaded.tokenizer, None, adapter_dir,
                           settings=cfg.settings(), to_eval=True)
-    pre.static.details["base_dir"] = str(loaded.model_dir)
+    details_of(pre.static).base_dir = str(loaded.model_dir)
     check = runtime_layer(pre.static, audit.report)
     result.sections.check = check
     _absorb(report, check, "SR")
@@ -227,17 +228,22 @@ def judge_criteria(result: DoctorResult) -> list[Criterion]:
                               f"{differ}/{sm.n} titles differ between base and adapter"))
         crit.append(_detail_criterion(sm))
     loss = s.loss
-    d = (loss.details if loss is not None else {}) or {}
+    d = loss.details if loss is not None else None
     lost = _codes(loss) & {"L001", "L002", "L004", "L007"}
-    rel = d.get("relative_decrease")
-    start, end = d.get("start_loss", float("nan")), d.get("end_loss", float("nan"))
-    evidence = (f"loss {start:.3f} → {end:.3f} ({abs(rel):.0%} "
+    rel = d.relative_decrease if isinstance(d, LossAnalysis) else None
+    start = d.start_loss if isinstance(d, LossAnalysis) else None
+    end = d.end_loss if isinstance(d, LossAnalysis) else None
+    evidence = (f"loss {_f3(start)} → {_f3(end)} ({abs(rel):.0%} "
                 f"{'decrease' if rel >= 0 else 'increase'})"
                 if isinstance(rel, float) else "no loss figures")
     crit.append(Criterion("loss decreased during training",
                           not lost and isinstance(rel, float) and rel > 0,
                           evidence if not lost else f"{evidence}; " + ", ".join(sorted(lost))))
     return crit
+
+
+def _f3(x: float | None) -> str:
+    return f"{x:.3f}" if x is not None else "nan"
 
 
 def _detail_criterion(sm: AbSummary) -> Criterion:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from ftdiag._version import __version__
@@ -18,11 +18,68 @@ class CodeInfo:
     severity: str  # default severity: fail / warn / info
     layer: str  # S R G L D
     name: str
-    title: str
+    title: str  # what a finding of this code found ("no LoRA layers in the model")
+    proves: str = ""  # what the check proves when it passes ("adapter injected")
 
 
 def _c(code: str, sev: str, layer: str, name: str, title: str) -> CodeInfo:
-    return CodeInfo(code, sev, layer, name, title)
+    return CodeInfo(code, sev, layer, name, title, PROVES[code])
+
+
+# What each check proves when it passes: a passing row reads as the good news, not the fault.
+PROVES = {
+    "A001": "adapter files present",
+    "A002": "adapter weights present",
+    "A003": "lora_B trained (non-zero)",
+    "A004": "adapter weights finite",
+    "A005": "update large enough",
+    "A006": "adapter keys map onto the base",
+    "A007": "targets match base modules",
+    "A008": "built for this base",
+    "A009": "vocabulary sizes agree",
+    "A010": "every adapted layer trained",
+    "A011": "config matches the weights",
+    "A012": "latest checkpoint of its run",
+    "A013": "tied embeddings left alone",
+    "A014": "trained on a full-precision base",
+    "R001": "adapter injected",
+    "R002": "adapter active",
+    "R003": "eval mode",
+    "R004": "base arm clean",
+    "R005": "adapter changes the logits",
+    "R006": "loaded weights equal the file",
+    "R007": "merge keeps the update",
+    "R008": "greedy decoding",
+    "R009": "pad token differs from eos",
+    "R010": "template as in training",
+    "B001": "outputs differ",
+    "B002": "merged matches base+adapter",
+    "B003": "outputs stop at EOS",
+    "B004": "batched equals one at a time",
+    "B005": "adapter closer to references",
+    "E001": "served adapter differs from served base",
+    "E002": "served adapter is not the base",
+    "E003": "served models answer",
+    "E004": "served adapter matches local adapter",
+    "X001": "export differs from base",
+    "X002": "export delta matches the adapter",
+    "X003": "update survives saved precision",
+    "X004": "LoRA GGUF matches the adapter",
+    "X005": "Modelfile serves the fine-tune",
+    "L001": "loss log found",
+    "L002": "loss decreased",
+    "L003": "loss stable",
+    "L004": "loss finite",
+    "L005": "no overfitting",
+    "L006": "enough optimizer steps",
+    "L007": "loss non-zero",
+    "L008": "eval loss logged",
+    "L009": "LoRA gradients flow",
+    "D001": "enough examples",
+    "D002": "labels trainable",
+    "D003": "EOS trained",
+    "D004": "no eval leak",
+}
 
 
 CODES: dict[str, CodeInfo] = {
@@ -144,6 +201,14 @@ def verdict_of(findings: list[Finding]) -> str:
     return {3: "fail", 2: "warn"}.get(worst, "pass")
 
 
+class Details:
+    """Base of a command's typed `Report.details` (a dataclass): its `--json` form by field."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Field name -> value (nested values are made JSON-ready by `Report.to_dict`)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+
 @dataclass
 class Report:
     """What every command returns: checks run (with findings among them) and a verdict."""
@@ -152,7 +217,7 @@ class Report:
     checks: list[Finding] = field(default_factory=list)
     layers_run: list[str] = field(default_factory=list)
     layers_skipped: dict[str, str] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
+    details: Any = field(default_factory=dict)  # a command's Details (dicts until issue 9 ends)
 
     @property
     def findings(self) -> list[Finding]:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ftdiag.atomic import atomic_dir, is_nonempty_dir
 from ftdiag.compare import logit_gap, merged_gap_finding
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.findings import Details, Finding, Report, finding, passed
 from ftdiag.templates import DEFAULT_TEMPLATE, META_FILE, recorded_template
 
 log = logging.getLogger(__name__)
@@ -20,6 +21,17 @@ HALF = {"float16", "bfloat16", "half", "fp16", "bf16"}
 PROBE_TITLES = ["Stainless steel water bottle", "Wireless headphones with noise cancelling",
                 "Organic cotton t-shirt"]
 MERGE_META = "ftdiag_merge.json"
+
+
+@dataclass
+class MergeDetails(Details):
+    """What `ftdiag merge` wrote and verified (its report's details)."""
+
+    out: str
+    base: str
+    adapter: str
+    probes: int  # probe prompts the merged model was verified on
+    dtype: str = "float32"
 
 
 def precision_check(base_dir: Path, adapter_dir: Path | None = None) -> Finding:
@@ -123,8 +135,7 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
         del merged, model, plain
         reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32).eval()
         report.add(verify(reference, _logits(reloaded, tokenizer, prompts)))
-    report.details.update(out=str(out), base=str(base_dir), adapter=str(adapter_dir),
-                          probes=len(prompts), dtype="float32")
+    report.details = MergeDetails(str(out), str(base_dir), str(adapter_dir), len(prompts))
     return report
 
 

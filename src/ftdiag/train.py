@@ -23,7 +23,7 @@ from ftdiag import atomic
 from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Report
+from ftdiag.findings import Details, Report
 from ftdiag.models import (
     config_hash,
     is_hub_id,
@@ -100,6 +100,14 @@ class TrainResult:
     report: Report
     resumed_from: str | None = None
     grad_check: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainDetails(Details):
+    """`ftdiag train`'s report details: the run's numbers (as in the meta file) and its data."""
+
+    train: dict[str, Any]  # result_dict(): the same summary the adapter's meta file records
+    data: DataSummary
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -409,7 +417,7 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
         meta = read_meta(out)
         meta["result"] = result_dict(result)
         atomic.write_json(out / META_FILE, meta)
-    result.report.details.update(train=result_dict(result), data=asdict(data.summary))
+    result.report.details = TrainDetails(result_dict(result), data.summary)
     args.distributed_state.wait_for_everyone()
     return result
 

@@ -6,12 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.details import details_of
 from ftdiag.adapters.preflight import Preflight, preflight, resolve_base, tokenizer_source
 from ftdiag.adapters.static import TINY_DELTA
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
 
-__all__ = ["AdapterLoadError", "check_adapter", "resolve_base", "runtime_layer"]
+__all__ = ["AdapterLoadError", "check_adapter", "details_of", "resolve_base", "runtime_layer"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
                     weights=not static_only)
     report = pre.static
     if pre.base_dir is not None:
-        report.details["base_dir"] = str(pre.base_dir)
+        details_of(report).base_dir = str(pre.base_dir)
     if static_only:
         report.layers_skipped.setdefault("R", "--static-only")
     why = pre.no_runtime or report.layers_skipped.get("R")
@@ -68,7 +69,7 @@ def runtime_layer(report: Report, runtime: Report) -> Report:
     """Append the runtime layer's checks and details to a static report (check-adapter's shape)."""
     report.add(*runtime.checks)
     report.layers_run.append("R")
-    report.details.update(runtime.details)
+    details_of(report).runtime = details_of(runtime).runtime
     return report
 
 

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.details import AdapterStats, BaseFit
 from ftdiag.adapters.files import AdapterFiles
 from ftdiag.adapters.identity import base_identity
 from ftdiag.adapters.keys import (
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 def base_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: list[str],
-                stats: list[LayerStat], base_dir: Path, info: dict[str, Any], *,
+                stats: list[LayerStat], base_dir: Path, info: AdapterStats, *,
                 threshold: float, most: float) -> list[Finding]:
     """Run A006, A007, A008, A009 and A005 against the base in `base_dir`."""
     assert files.config is not None
@@ -32,9 +33,8 @@ def base_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: l
     cfg = files.config
     matched = [n for n in modules if n in layout.modules]
     expected = expected_modules(layout, cfg)
-    info.update(base_dir=str(base_dir), base_model_type=layout.config.get("model_type"),
-                expected_modules=len(expected), matched_modules=len(matched),
-                base_vocab_size=layout.vocab_size)
+    info.base = BaseFit(str(base_dir), layout.config.get("model_type"), len(expected),
+                        len(matched), layout.vocab_size)
     out = [_keys(modules, matched, layout), _targets(modules, matched, expected, cfg)]
     out += _shapes(files, modules, matched, layout)
     out.append(base_identity(cfg, base_dir, files.path))
@@ -142,14 +142,15 @@ def _vocab(files: AdapterFiles, modules: dict[str, AdapterModule], other: list[s
                           + (f" (adapter tokenizer {tok})" if tok else ""), base_vocab=vocab)
 
 
-def _tiny_delta(stats: list[LayerStat], layout: BaseLayout, info: dict[str, Any],
+def _tiny_delta(stats: list[LayerStat], layout: BaseLayout, info: AdapterStats,
                 threshold: float, most: float) -> Finding:
     """A005: relative update ‖ΔW‖/‖W‖ below `threshold` on most trained layers."""
     trained = [s for s in stats if not s.b_zero and s.finite]
     if not trained:
         return Finding("A005", "skip", "skipped: no trained finite layers")
     if not base_weight_index(layout.model_dir):
-        info["ratio_skipped"] = "base has no safetensors weights"
+        assert info.base is not None  # base_checks() set it
+        info.base.ratio_skipped = "base has no safetensors weights"
         total = sum(s.delta_norm for s in trained)
         return Finding("A005", "skip", f"skipped: base has no safetensors weights (ratio not "
                                        f"computed); absolute Σ‖ΔW‖ = {total:.3g}")

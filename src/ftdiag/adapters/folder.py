@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.checkpoints import CHECKPOINT
+from ftdiag.adapters.details import AdapterVerdict, CheckDetails, details_of
 from ftdiag.adapters.files import CONFIG_FILE
 from ftdiag.findings import Report
 
@@ -69,7 +70,7 @@ def combined_report(sections: list[AdapterSection]) -> Report:
         report.layers_skipped[layer] = (next(iter(why.values())) if len(set(why.values())) == 1
                                         and len(why) == len(sections) else
                                         "; ".join(f"[{n}] {w}" for n, w in why.items()))
-    report.details["adapters"] = [{"name": s.name, "path": str(s.path),
-                                   "verdict": s.report.verdict} for s in sections]
-    report.details["sections"] = {s.name: s.report.details for s in sections}
+    report.details = CheckDetails(
+        adapters=[AdapterVerdict(s.name, str(s.path), s.report.verdict) for s in sections],
+        sections={s.name: details_of(s.report) for s in sections})
     return report

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.details import CheckDetails, RuntimeDetails, StatusLine
 from ftdiag.adapters.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
 from ftdiag.adapters.probe import DiskMatch, compare_with_disk, default_probes, logit_probe
 from ftdiag.findings import Finding, Report, finding, passed
@@ -50,8 +51,8 @@ def audit_runtime(model: Any, base: Any = None, tokenizer: Any = None,
     status = _peft_status(model)
     matches = compare_with_disk(model, adapter_dir) if adapter_dir and layers else []
     lines = _status_lines(model, status, matches, adapter_dir)
-    rt: dict[str, Any] = {"status": lines, "lora_layers": len(layers)}
-    report.details["runtime"] = rt
+    rt = RuntimeDetails(lines, len(layers))
+    report.details = CheckDetails(runtime=rt)
     r003 = _train_mode(model, to_eval)
     if tokenizer is not None:
         probes = probes or default_probes(adapter_dir, tokenizer)
@@ -78,7 +79,7 @@ def _peft_status(model: Any) -> dict[str, Any]:
 
 
 def _status_lines(model: Any, st: dict[str, Any], matches: list[DiskMatch],
-                  adapter_dir: str | Path | None) -> list[dict[str, Any]]:
+                  adapter_dir: str | Path | None) -> list[StatusLine]:
     """The runtime status lines: each a name, a true/false value and its evidence."""
     names = list(getattr(model, "peft_config", {}) or {})
     good = [m.adapter for m in matches if m.ok]
@@ -87,17 +88,14 @@ def _status_lines(model: Any, st: dict[str, Any], matches: list[DiskMatch],
               "no adapter_dir given")
     merged = st.get("merged_adapters", [])
     return [
-        {"name": "adapter loaded from path", "value": bool(good), "evidence": loaded},
-        {"name": "PEFT config present", "value": bool(names), "evidence": ", ".join(names) or "-"},
-        {"name": "active adapters", "value": st.get("active_adapters") not in ([], "irregular",
-                                                                               None),
-         "evidence": str(st.get("active_adapters", "-"))},
-        {"name": "enabled", "value": st.get("enabled") is True,
-         "evidence": str(st.get("enabled", "-"))},
-        {"name": "merged", "value": bool(merged) and merged != "irregular",
-         "evidence": str(merged or "none"), "ok": merged != "irregular"},
-        {"name": "eval mode", "value": not model.training,
-         "evidence": "model.training=" + str(model.training)},
+        StatusLine("adapter loaded from path", bool(good), loaded),
+        StatusLine("PEFT config present", bool(names), ", ".join(names) or "-"),
+        StatusLine("active adapters", st.get("active_adapters") not in ([], "irregular", None),
+                   str(st.get("active_adapters", "-"))),
+        StatusLine("enabled", st.get("enabled") is True, str(st.get("enabled", "-"))),
+        StatusLine("merged", bool(merged) and merged != "irregular", str(merged or "none"),
+                   ok=merged != "irregular"),
+        StatusLine("eval mode", not model.training, "model.training=" + str(model.training)),
     ]
 
 
@@ -220,7 +218,7 @@ def _probe_base_arm(model: Any, arm: Arm, off: Arm, tokenizer: Any, probe: str) 
 
 
 def _effect(model: Any, tokenizer: Any, probes: list[str] | None,
-            layers: list[tuple[str, Any]], st: dict[str, Any], rt: dict[str, Any],
+            layers: list[tuple[str, Any]], st: dict[str, Any], rt: RuntimeDetails,
             tol: float) -> Finding:
     """R005: the adapter must change next-token logits on the probe prompts."""
     if not layers:
@@ -230,7 +228,7 @@ def _effect(model: Any, tokenizer: Any, probes: list[str] | None,
     if st.get("merged_adapters"):
         return Finding("R005", "skip", "skipped: adapter merged, no base arm without unmerging")
     res = logit_probe(model, tokenizer, probes or [])
-    rt["probe"] = {"max_abs_diff": res.max_abs_diff, "mean_kl": res.mean_kl,
+    rt.probe = {"max_abs_diff": res.max_abs_diff, "mean_kl": res.mean_kl,
                    "greedy_changed": res.greedy_changed, "prompts": res.prompts,
                    "tolerance": tol, "per_prompt": res.per_prompt}
     evidence = (f"max |Δlogit| {res.max_abs_diff:.3g}, mean KL {res.mean_kl:.3g}, greedy next "

@@ -9,6 +9,7 @@ from typing import Any
 
 from ftdiag.adapters.base_checks import base_checks
 from ftdiag.adapters.consistency import config_weights_check, provenance_checks
+from ftdiag.adapters.details import AdapterConfigInfo, AdapterStats, CheckDetails
 from ftdiag.adapters.files import AdapterFiles, read_adapter
 from ftdiag.adapters.keys import AdapterModule, group_lora_keys
 from ftdiag.adapters.stats import LayerStat, compute_stats
@@ -26,24 +27,25 @@ def run_static(adapter_dir: str | Path, base_dir: Path | None = None, *,
     """Layer S: read the adapter lazily, compare it with the base layout, return A0xx findings."""
     files = read_adapter(adapter_dir)
     report = Report("check-adapter", layers_run=["S"])
-    info: dict[str, Any] = {"adapter_dir": str(files.path)}
-    report.details["static"] = info
+    info = AdapterStats(str(files.path))
+    report.details = CheckDetails(static=info)
     if not _files_present(files, report):
         return report
     assert files.config is not None and files.weights is not None
     cfg = files.config
-    info.update(weights_file=files.weights.name, n_tensors=len(files.shapes),
-                peft_type=cfg.get("peft_type", "LORA"), r=cfg.get("r"),
-                lora_alpha=cfg.get("lora_alpha"), use_rslora=bool(cfg.get("use_rslora")),
-                use_dora=bool(cfg.get("use_dora")), target_modules=cfg.get("target_modules"),
-                base_model_name_or_path=cfg.get("base_model_name_or_path"),
-                dtypes=sorted(set(files.dtypes.values())))
+    info.config = AdapterConfigInfo(
+        weights_file=files.weights.name, n_tensors=len(files.shapes),
+        peft_type=cfg.get("peft_type", "LORA"), r=cfg.get("r"), lora_alpha=cfg.get("lora_alpha"),
+        use_rslora=bool(cfg.get("use_rslora")), use_dora=bool(cfg.get("use_dora")),
+        target_modules=cfg.get("target_modules"),
+        base_model_name_or_path=cfg.get("base_model_name_or_path"),
+        dtypes=sorted(set(files.dtypes.values())))
     modules, other = group_lora_keys(list(files.shapes))
     if not _not_empty(files, modules, report):
         return report
     stats, nonfinite = compute_stats(files, modules, cfg)
-    info["adapted_modules"] = len(modules)
-    info["extra_tensors"] = other
+    info.adapted_modules = len(modules)
+    info.extra_tensors = other
     report.add(_nonfinite(nonfinite))
     report.add(*_zero_b(stats))
     report.add(config_weights_check(files, modules, check_targets=base_dir is None))
@@ -54,8 +56,8 @@ def run_static(adapter_dir: str | Path, base_dir: Path | None = None, *,
     else:
         report.add(*base_checks(files, modules, other, stats, Path(base_dir), info,
                                 threshold=threshold, most=MOST))
-    info["layers"] = [_stat_dict(s) for s in stats]
-    info["totals"] = _totals(stats)
+    info.layers = stats
+    info.totals = _totals(stats)
     return report
 
 
@@ -126,13 +128,6 @@ def _zero_b(stats: list[LayerStat]) -> list[Finding]:
 
 def _skip(code: str, why: str) -> Finding:
     return Finding(code, "skip", f"skipped: {why}")
-
-
-def _stat_dict(s: LayerStat) -> dict[str, Any]:
-    return {"module": s.module, "rank": s.rank, "alpha": s.alpha, "scaling": s.scaling,
-            "dtype": s.dtype, "a_norm": s.a_norm, "b_norm": s.b_norm,
-            "delta_norm": s.delta_norm, "w_norm": s.w_norm, "rel": s.rel,
-            "b_zero": s.b_zero, "finite": s.finite}
 
 
 def _totals(stats: list[LayerStat]) -> dict[str, Any]:

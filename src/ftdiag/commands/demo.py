@@ -31,7 +31,7 @@ def register(app: typer.Typer) -> None:
                                    "`transformers serve` and check it (ab-test --endpoint)."),
     ) -> None:
         """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
-        from ftdiag.demo import run_demo
+        from ftdiag.demo import DemoDetails, run_demo
         from ftdiag.render.demo import print_demo
         from ftdiag.render.doctor import to_html
         from ftdiag.render.progress import stage_progress
@@ -42,7 +42,8 @@ def register(app: typer.Typer) -> None:
         write_report(result.report_path, to_html(result.doctor))
         if served is not None:
             result.report.add(*served.report.checks)
-            result.report.details["serve"] = {"url": served.url, "merged": str(served.merged)}
+            assert isinstance(result.report.details, DemoDetails)  # demo_report() sets it
+            result.report.details.serve = {"url": served.url, "merged": str(served.merged)}
 
         def render(_rep: object, console: Console) -> None:
             print_demo(result, console)

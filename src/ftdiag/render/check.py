@@ -8,7 +8,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ftdiag.adapters.details import AdapterStats, CheckDetails, RuntimeDetails
 from ftdiag.adapters.folder import FolderCheck
+from ftdiag.adapters.stats import LayerStat
 from ftdiag.findings import Report
 from ftdiag.render.findings import checks_table, verdict_text
 
@@ -20,16 +22,16 @@ def _num(x: Any) -> str:
     return "-" if x is None else f"{x:.3g}" if isinstance(x, float) else str(x)
 
 
-def layer_table(static: dict[str, Any]) -> Table | None:
+def layer_table(static: AdapterStats) -> Table | None:
     """Per-layer stats; large adapters summarised as the worst and best layers plus totals."""
-    layers: list[dict[str, Any]] = static.get("layers") or []
+    layers = static.layers or []
     if not layers:
         return None
-    key = "rel" if any(ly.get("rel") is not None for ly in layers) else "delta_norm"
+    rated = any(ly.rel is not None for ly in layers)
 
-    def sort_key(ly: dict[str, Any]) -> float:
-        v = ly.get(key)
-        return float("-inf") if ly.get("b_zero") else float(v) if v is not None else 0.0
+    def sort_key(ly: LayerStat) -> float:
+        v = ly.rel if rated else ly.delta_norm
+        return float("-inf") if ly.b_zero else float(v) if v is not None else 0.0
 
     ordered = sorted(layers, key=sort_key)
     shown = ordered if len(ordered) <= FULL_TABLE else ordered[:WORST] + ordered[-BEST:]
@@ -39,44 +41,43 @@ def layer_table(static: dict[str, Any]) -> Table | None:
     for col in ("module", "r", "α", "scale", "dtype", "‖B‖", "‖ΔW‖", "‖W‖", "‖ΔW‖/‖W‖"):
         table.add_column(col, justify="left" if col == "module" else "right", no_wrap=True)
     for ly in shown:
-        style = "red" if ly.get("b_zero") or not ly.get("finite", True) else ""
-        table.add_row(Text(ly["module"]), str(ly["rank"]), _num(ly["alpha"]), _num(ly["scaling"]),
-                      ly["dtype"], _num(ly["b_norm"]), _num(ly["delta_norm"]),
-                      _num(ly.get("w_norm")), _num(ly.get("rel")), style=style)
+        style = "red" if ly.b_zero or not ly.finite else ""
+        table.add_row(Text(ly.module), str(ly.rank), _num(ly.alpha), _num(ly.scaling),
+                      ly.dtype, _num(ly.b_norm), _num(ly.delta_norm),
+                      _num(ly.w_norm), _num(ly.rel), style=style)
     return table
 
 
-def totals_text(static: dict[str, Any]) -> Text:
+def totals_text(static: AdapterStats) -> Text:
     """One line: adapted vs expected modules, zero-B layers, ratio range."""
-    t = static.get("totals") or {}
-    parts = [f"adapted {static.get('adapted_modules', '-')}"
-             f" / expected {static.get('expected_modules', '-')} modules",
+    t = static.totals or {}
+    base = static.base
+    parts = [f"adapted {_num(static.adapted_modules)}"
+             f" / expected {_num(base.expected_modules if base else None)} modules",
              f"zero lora_B: {t.get('zero_b', 0)}", f"r={t.get('ranks')}",
              f"scaling={[round(s, 4) for s in t.get('scalings', [])]}",
-             f"dtypes={static.get('dtypes')}"]
+             f"dtypes={static.config.dtypes if static.config else None}"]
     if "rel_median" in t:
         parts.append(f"‖ΔW‖/‖W‖ min {t['rel_min']:.2e} median {t['rel_median']:.2e} "
                      f"max {t['rel_max']:.2e}")
-    elif static.get("ratio_skipped"):
-        parts.append(f"ratio skipped ({static['ratio_skipped']}); Σ‖ΔW‖ "
+    elif base is not None and base.ratio_skipped:
+        parts.append(f"ratio skipped ({base.ratio_skipped}); Σ‖ΔW‖ "
                      f"{t.get('delta_norm_sum', 0):.3g}")
     return Text("totals: " + "; ".join(parts), style="dim")
 
 
-def status_table(runtime: dict[str, Any]) -> Table | None:
+def status_table(runtime: RuntimeDetails | None) -> Table | None:
     """Runtime status lines (true/false with evidence) and the logit probe summary."""
-    lines = runtime.get("status")
-    if not lines:
+    if runtime is None or not runtime.status:
         return None
     table = Table(title="runtime status", title_justify="left")
     table.add_column("status")
     table.add_column("value")
     table.add_column("evidence", overflow="fold")
-    for ln in lines:
-        ok = ln.get("ok", ln["value"])
-        table.add_row(ln["name"], Text(str(ln["value"]).lower(), style="green" if ok else "red"),
-                      Text(str(ln["evidence"])))
-    probe = runtime.get("probe")
+    for ln in runtime.status:
+        table.add_row(ln.name, Text(str(ln.value).lower(), style="green" if ln.good else "red"),
+                      Text(ln.evidence))
+    probe = runtime.probe
     if probe:
         table.add_row("logit probe", str(probe["prompts"]) + " prompts",
                       f"max |Δlogit| {probe['max_abs_diff']:.3g}, mean KL {probe['mean_kl']:.3g},"
@@ -88,12 +89,13 @@ def print_check_report(report: Report, console: Console) -> None:
     """check-adapter's report: checks, layer stats, runtime status, verdict line."""
     if report.checks:
         console.print(checks_table(report.checks, title="check-adapter"))
-    static = report.details.get("static") or {}
-    table = layer_table(static)
-    if table is not None:
-        console.print(table)
-        console.print(totals_text(static))
-    runtime = status_table(report.details.get("runtime") or {})
+    d = report.details
+    if isinstance(d, CheckDetails) and d.static is not None:
+        table = layer_table(d.static)
+        if table is not None:
+            console.print(table)
+            console.print(totals_text(d.static))
+    runtime = status_table(d.runtime if isinstance(d, CheckDetails) else None)
     if runtime is not None:
         console.print(runtime)
     console.print(verdict_text(report))

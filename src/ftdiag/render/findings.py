@@ -22,11 +22,11 @@ def mark(status: str) -> Text:
 
 
 def check_name(f: Finding) -> str:
-    """A finding's problem title; a passing row's neutral name (not "✓ every lora_B is zero")."""
+    """A finding's problem title; a passing row says what it proved, a skipped row its name."""
     info = CODES.get(f.code)
     if f.is_finding or info is None:
         return f.title
-    return f.check or info.name
+    return f.check or (info.proves if f.status == "pass" else info.name)
 
 
 def checks_table(checks: list[Finding], title: str | None = None) -> Table:

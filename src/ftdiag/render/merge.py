@@ -6,14 +6,15 @@ from rich.console import Console
 from rich.text import Text
 
 from ftdiag.findings import Report
+from ftdiag.merge import MergeDetails
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
 
 
 def print_merge(report: Report, console: Console) -> None:
     """Where the merged model went, the verification, findings and verdict."""
     d = report.details
-    if d.get("out"):
-        console.print(Text("merged model: ", style="bold").append(str(d["out"])))
+    if isinstance(d, MergeDetails):
+        console.print(Text("merged model: ", style="bold").append(d.out))
     for c in report.checks:
         if c.code == "B002":
             console.print(Text(f"verify: {c.message}", style="green" if c.status == "pass"
