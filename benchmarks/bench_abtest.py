@@ -71,6 +71,22 @@ PHASES = (  # (label, module, attribute): what ftdiag's process spends its time 
 )
 
 
+def write_titles(folder: Path, n: int, references: bool) -> Path:
+    """The first n titles as a .txt, or as JSONL with a ~100-token reference each."""
+    if not references:
+        path = folder / f"titles-{n}.txt"
+        path.write_text("\n".join(TITLES[:n]) + "\n", encoding="utf-8")
+        return path
+    path = folder / f"titles-{n}.jsonl"
+    ref = ("A dependable {t}, made from durable materials and finished with care. It is easy to "
+           "use, easy to clean and built to last for years of daily use at home, at work or on "
+           "the road. Thoughtful details make the {t} comfortable and practical, and it comes "
+           "ready to use straight out of the box.")
+    path.write_text("".join(json.dumps({"title": t, "content": ref.format(t=t.lower())}) + "\n"
+                            for t in TITLES[:n]), encoding="utf-8")
+    return path
+
+
 def _timed(timing: dict[str, float], label: str, fn: Any) -> Any:
     def wrapper(*args: Any, **kw: Any) -> Any:
         t = time.perf_counter()
@@ -240,6 +256,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=0, help="ftdiag titles per batch (0: auto)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--ftdiag-only", action="store_true", help="skip the naive way (tuning)")
+    p.add_argument("--with-references", action="store_true",
+                   help="give ftdiag a reference per title (adds the reference-NLL phase)")
     p.add_argument("--child", choices=["ftdiag", "naive", "one"])
     p.add_argument("--adapter")
     p.add_argument("--titles", type=int, default=16)
@@ -261,8 +279,7 @@ def main() -> None:
         for size in args.sizes.split(","):
             n, new = (int(x) for x in size.lower().split("x"))
             args.titles, args.new_tokens = min(n, len(TITLES)), new
-            titles = Path(tmp) / f"titles-{n}.txt"
-            titles.write_text("\n".join(TITLES[:args.titles]) + "\n", encoding="utf-8")
+            titles = write_titles(Path(tmp), args.titles, args.with_references)
             ft = spawn("ftdiag", args, adapter, titles)
             if args.ftdiag_only:
                 print(json.dumps({k: v for k, v in ft.items() if k != "texts"}, indent=1))

@@ -80,3 +80,28 @@ def test_reference_nll_is_lower_under_the_trained_adapter(tiny_llama: Path,
     with model.disable_adapter():
         alone = reference_nll(model, loaded.tokenizer, [prompt], [ref], None, max_len=512)
     assert alone[0] == pytest.approx(nll[0], abs=1e-4)  # mixed-batch base row = base model
+
+
+def test_reference_nll_batched_equals_each_row_alone(tiny_llama: Path,
+                                                     trained_adapter: Path) -> None:
+    """Left padding + last-positions-only logits give each row's own full-logits NLL."""
+    from ftdiag.generate import BASE
+    from ftdiag.models import load_adapter, load_base
+
+    loaded = load_base(tiny_llama)
+    model, tok = load_adapter(loaded, trained_adapter), loaded.tokenizer
+    prompts = ["Title: pan\n", "Title: a much longer title about a steel bottle\n", "T\n"]
+    refs = ["A pan.", "A bottle that keeps drinks cold all day long.", "x"]
+    got = reference_nll(model, tok, prompts, refs, [BASE, "default"], max_len=512,
+                        batch_size=4)
+    want = []
+    for prompt, ref in zip(prompts, refs, strict=True):
+        p_ids = tok(prompt)["input_ids"]
+        ids = torch.tensor([p_ids + tok(ref, add_special_tokens=False)["input_ids"]])
+        for name in (BASE, "default"):
+            with torch.inference_mode():
+                logits = model(input_ids=ids, adapter_names=[name]).logits[0]
+            want.append(float(torch.nn.functional.cross_entropy(
+                logits[len(p_ids) - 1:-1], ids[0, len(p_ids):])))
+    assert got == pytest.approx(want, abs=1e-4)
+    assert got[0] != pytest.approx(got[1], abs=1e-3)  # base and adapter rows really differ

@@ -114,11 +114,35 @@ def merged_gap_finding(gap: LogitGap, subject: str, detail: str = "", *, hint: s
                   f"{gap.tolerance:.3g}", **ev)
 
 
+NLL_TOKENS = 256  # tokens per reference-NLL forward pass (peak memory grows with it)
+
+
+def _chunks(rows: list[tuple[list[int], int, str]], most: int
+            ) -> list[list[tuple[list[int], int, str]]]:
+    """Consecutive rows, at most `most` per chunk and NLL_TOKENS padded tokens (>= one row)."""
+    out: list[list[tuple[list[int], int, str]]] = []
+    for row in rows:
+        last = out[-1] if out else None
+        width = max([len(r[0]) for r in last or []] + [len(row[0])])
+        if last is not None and len(last) < most and width * (len(last) + 1) <= NLL_TOKENS:
+            last.append(row)
+        else:
+            out.append([row])
+    return out
+
+
 def reference_nll(model: Any, tokenizer: Any, prompts: list[str], references: list[str],
                   adapter_names: list[str] | None, *, max_len: int, batch_size: int = 8
                   ) -> list[float]:
-    """Mean per-token NLL of each reference given its prompt; one row per (prompt, name)."""
+    """Mean per-token NLL of each reference given its prompt; one row per (prompt, name).
+
+    Left-padded rows end together, so only the last positions (those predicting reference
+    tokens) go through the LM head (`logits_to_keep`): rows x reference length x vocab floats,
+    not rows x whole width x vocab (hundreds of MB at a 50k vocab). A forward pass holds at most
+    NLL_TOKENS tokens (or one row): its activations are what the peak memory grows with.
+    """
     import torch
+    import torch.nn.functional as F
 
     names = adapter_names or [""]
     rows: list[tuple[list[int], int, str]] = []
@@ -126,29 +150,28 @@ def reference_nll(model: Any, tokenizer: Any, prompts: list[str], references: li
         p_ids = tokenizer(prompt)["input_ids"]
         r_ids = tokenizer(ref, add_special_tokens=False)["input_ids"]
         ids = (p_ids + r_ids)[:max_len]
-        rows.extend((ids, min(len(p_ids), len(ids)), n) for n in names)
+        rows.extend((ids, max(1, min(len(p_ids), len(ids))), n) for n in names)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     nll: list[float] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
+    for chunk in _chunks(rows, batch_size):
         width = max(len(r[0]) for r in chunk)
+        keep = max(len(row) - n_prompt for row, n_prompt, _ in chunk) + 1
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-        for k, (row, n_prompt, _) in enumerate(chunk):  # right padding: positions stay natural
-            ids[k, :len(row)] = torch.tensor(row)
-            mask[k, :len(row)] = 1
-            labels[k, n_prompt:len(row)] = torch.tensor(row[n_prompt:], dtype=torch.long)
+        for k, (row, _, _) in enumerate(chunk):
+            ids[k, width - len(row):] = torch.tensor(row, dtype=torch.long)
+            mask[k, width - len(row):] = 1
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"adapter_names": [r[2] for r in chunk]} if adapter_names else {}
         with torch.inference_mode():
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           **kwargs).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = labels[:, 1:].to(device)
-        valid = target != -100
-        picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        for k in range(len(chunk)):
-            n = int(valid[k].sum())
-            nll.append(float(-(picked[k][valid[k]].sum()) / n) if n else float("nan"))
+                           position_ids=pos.to(device), logits_to_keep=keep, **kwargs).logits
+        for k, (row, n_prompt, _) in enumerate(chunk):
+            n = len(row) - n_prompt  # the last n tokens, predicted by the n positions before
+            if not n:
+                nll.append(float("nan"))
+                continue
+            target = torch.tensor(row[n_prompt:], dtype=torch.long, device=device)
+            nll.append(float(F.cross_entropy(logits[k, keep - 1 - n:keep - 1].float(), target)))
     return nll
