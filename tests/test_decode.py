@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from ftdiag.decode import common_prefix, greedy, kv_bytes_per_token
+from ftdiag.decode import common_prefix, greedy, kv_bytes_per_token, sliced_mixed_batches
 from ftdiag.generate import BASE, Arm, GenSettings, auto_batch, generate_arms
 from ftdiag.models import load_adapter, load_base
 from ftdiag.templates import DEFAULT_TEMPLATE
@@ -102,6 +102,25 @@ def test_auto_batch_keeps_the_kv_cache_under_the_budget(pair: tuple[Any, Any],
     assert auto_batch(model, tok, prompts, 2, 16) == len(prompts)  # tiny model: one batch
     longest = max(len(tok(p)["input_ids"]) for p in prompts)
     per_title = kv_bytes_per_token(model) * (longest + 16) * 2
-    monkeypatch.setattr(gen, "KV_BUDGET", per_title * 10)
+    monkeypatch.setattr(gen, "KV_FLOOR", per_title * 10)
+    monkeypatch.setattr(gen, "KV_SHARE", 10**12)  # the floor decides
     bs = auto_batch(model, tok, prompts, 2, 16)
-    assert bs * per_title <= gen.KV_BUDGET and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
+    assert bs * per_title <= gen.KV_FLOOR and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
+
+
+def test_sliced_mixed_batches_give_peft_logits_and_restore_peft(pair: tuple[Any, Any]) -> None:
+    from peft.tuners.lora.layer import Linear
+
+    model, tok = pair
+    enc = tok(_prompts() * 2, return_tensors="pt", padding=True)
+    layers = [m for m in model.modules() if type(m) is Linear]
+    for names in ([BASE] * 4 + ["default"] * 4, [BASE, "default"] * 4):  # runs; interleaved
+        with torch.inference_mode():
+            want = model(**enc, adapter_names=names).logits
+            with sliced_mixed_batches(model):
+                assert all("_mixed_batch_forward" in vars(m) for m in layers)
+                got = model(**enc, adapter_names=names).logits
+        assert torch.equal(got, want)
+        assert not any("_mixed_batch_forward" in vars(m) for m in layers)
+        if names[4] == "default":  # row 0 and row 4: the same prompt, base vs adapter
+            assert not torch.equal(want[0], want[4])

@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 SAMPLING_KEYS = ("do_sample", "temperature", "top_p", "top_k", "typical_p", "min_p",
                  "num_beams", "repetition_penalty", "no_repeat_ngram_size")
-KV_BUDGET = 256 * 2**20  # bytes of KV cache one batch may hold (auto batch size)
+KV_SHARE = 2  # one batch's KV cache may take 1/KV_SHARE of the weights' bytes (auto batch size)
+KV_FLOOR = 64 * 2**20  # ... and at least this many bytes
 MIN_BATCH = 4
 
 
@@ -117,12 +118,19 @@ def order_by_length(prompts: list[str], tokenizer: Any) -> list[int]:
 
 
 def auto_batch(model: Any, tokenizer: Any, prompts: list[str], arms: int, max_new: int) -> int:
-    """Titles per batch: the fewest even batches whose KV caches fit KV_BUDGET bytes each."""
+    """Titles per batch: the fewest even batches whose KV cache each fits the budget.
+
+    The budget (half the weights' bytes, at least KV_FLOOR) bounds the memory a batch adds over
+    the loaded model (the naive A/B adds a whole second model); within it, one big batch is
+    fastest: each decoding step reads every weight once, whatever the batch.
+    """
     from ftdiag.decode import kv_bytes_per_token
 
     longest = max((len(tokenizer(p)["input_ids"]) for p in prompts), default=1)
     title = kv_bytes_per_token(model) * (longest + max_new) * max(1, arms)
-    batches = -(-title * len(prompts) // KV_BUDGET)  # ceil: fewest batches within the budget
+    budget = max(KV_FLOOR, sum(p.numel() * p.element_size() for p in model.parameters())
+                 // KV_SHARE)
+    batches = -(-title * len(prompts) // budget)  # ceil: fewest batches within the budget
     return max(MIN_BATCH, -(-len(prompts) // max(1, batches)))
 
 
