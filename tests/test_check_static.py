@@ -123,7 +123,7 @@ def test_all_zero_b_is_a003(broken: Path, base: Path) -> None:
     rewrite(broken, zero_b)
     report = run_static(broken, base)
     assert report.codes() == {"A003"}
-    assert report.details.static.totals["zero_b"] == len(report.details.static.layers)
+    assert report.details.static.totals.zero_b == len(report.details.static.layers)
 
 
 def test_nan_is_a004(broken: Path, base: Path) -> None:

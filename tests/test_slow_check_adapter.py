@@ -44,7 +44,7 @@ def test_smollm2_healthy_adapter_passes(tmp_path: Path) -> None:
     assert report.verdict == "pass", [f.to_dict() for f in report.findings]
     static = report.details.static
     assert static.adapted_modules == static.base.expected_modules == 30 * 4
-    assert static.totals["rel_median"] > 1e-4
+    assert static.totals.rel_median > 1e-4
     assert report.details.runtime.probe["max_abs_diff"] > 1e-3
 
 

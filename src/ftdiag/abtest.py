@@ -25,7 +25,7 @@ from ftdiag.compare import (
 )
 from ftdiag.distributed import gather, split, world
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.findings import Details, Finding, Report, finding, passed
 from ftdiag.generate import (
     Arm,
     ArmOutput,
@@ -140,6 +140,15 @@ class AbSummary:
             if out[key] is None:
                 del out[key]
         return out
+
+
+@dataclass
+class AbDetails(Details):
+    """ab-test's report details: the summary, one row per title, the template's source."""
+
+    summary: AbSummary
+    rows: list[ABRow]
+    template: str
 
 
 @dataclass
@@ -272,7 +281,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     warnings = [f"title {i + 1} truncated to fit the context" for i, r in enumerate(rows)
                 if r.truncated]
     summary.warnings = warnings
-    report.details.update(summary=summary, rows=rows, template=tpl.source)
+    report.details = AbDetails(summary, rows, tpl.source)
     return ABResult(report, rows, summary)
 
 

@@ -31,7 +31,7 @@ _HINT_LR = "lower the learning rate (or add warmup), keep max_grad_norm=1.0"
 
 def loss_report(paths: Sequence[str | Path | LossLog], *, min_steps: int = 50,
                 **cols: str) -> Report:
-    """Analyse one run, or several side by side (details["runs"] compares them).
+    """Analyse one run, or several side by side (details is then a LossComparison).
 
     An item is a path (read with `read_loss_log`) or a LossLog already read (an MLflow run).
     """

@@ -6,14 +6,14 @@ Ends with the seed's success criteria as a checklist and the most likely causes,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ftdiag.abtest import ABConfig, ABResult, AbSummary, run_ab_test
 from ftdiag.causes import RankedCause, rank_causes
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.findings import Details, Finding, Report, finding, passed
 from ftdiag.lossanalysis import LossAnalysis
 from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.records import run_titles
@@ -45,6 +45,31 @@ class DoctorSections:
         parts = {"loss": self.loss, "check": self.check,
                  "ab": self.ab.report if self.ab is not None else None}
         return {k: rep.to_dict() for k, rep in parts.items() if rep is not None}
+
+
+@dataclass
+class DoctorDetails(Details):
+    """doctor's report details: what it judged, the ranked causes and each layer's report."""
+
+    run_dir: Path
+    adapter_dir: Path | None
+    criteria: list[Criterion]
+    causes: list[RankedCause]
+    sections: DoctorSections
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "adapter_dir": str(self.adapter_dir) if self.adapter_dir else None,
+            "criteria": [asdict(c) for c in self.criteria],
+            "causes": [{"rank": c.rank, "cause": c.cause.title, "key": c.cause.key,
+                        "severity": c.severity, "evidence": c.evidence,
+                        "next_step": c.cause.next_step} for c in self.causes],
+            "sections": self.sections,
+        }
+        if self.sections.ab is not None:
+            out["ab"] = {"summary": self.sections.ab.summary}
+        return out
 
 
 @dataclass
@@ -186,17 +211,8 @@ def _improvement_check(summary: AbSummary) -> Finding:
 def _finish(result: DoctorResult) -> DoctorResult:
     result.criteria = judge_criteria(result)
     result.causes = rank_causes(result.report.findings)
-    result.report.details = {
-        "run_dir": str(result.run_dir),
-        "adapter_dir": str(result.adapter_dir) if result.adapter_dir else None,
-        "criteria": [c.__dict__ for c in result.criteria],
-        "causes": [{"rank": c.rank, "cause": c.cause.title, "key": c.cause.key,
-                    "severity": c.severity, "evidence": c.evidence,
-                    "next_step": c.cause.next_step} for c in result.causes],
-        "sections": result.sections,
-    }
-    if result.sections.ab is not None:
-        result.report.details["ab"] = {"summary": result.sections.ab.summary}
+    result.report.details = DoctorDetails(result.run_dir, result.adapter_dir, result.criteria,
+                                          result.causes, result.sections)
     return result
 
 

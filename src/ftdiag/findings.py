@@ -217,7 +217,7 @@ class Report:
     checks: list[Finding] = field(default_factory=list)
     layers_run: list[str] = field(default_factory=list)
     layers_skipped: dict[str, str] = field(default_factory=dict)
-    details: Any = field(default_factory=dict)  # a command's Details (dicts until issue 9 ends)
+    details: Details | None = None  # the command's own numbers (a Details dataclass)
 
     @property
     def findings(self) -> list[Finding]:
@@ -248,7 +248,7 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "checks": [{**f.to_dict(), "status": f.status} for f in self.checks],
             "layers": {"run": self.layers_run, "skipped": self.layers_skipped},
-            "details": _jsonable(self.details),
+            "details": _jsonable(self.details) if self.details is not None else {},
         }
 
 

@@ -46,6 +46,23 @@ class BaseFit:
 
 
 @dataclass
+class LayerTotals:
+    """Over all adapted layers; the ‖ΔW‖/‖W‖ range only when the base's norms were read."""
+
+    layers: int
+    zero_b: int  # layers whose lora_B is all zero
+    delta_norm_sum: float  # Σ‖ΔW‖ over the finite layers
+    ranks: list[int]
+    scalings: list[float]
+    rel_min: float | None = None
+    rel_median: float | None = None
+    rel_max: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _present(asdict(self))
+
+
+@dataclass
 class AdapterStats(Details):
     """Layer S's numbers: config, per-layer LoRA stats and totals (`details.static`)."""
 
@@ -55,7 +72,7 @@ class AdapterStats(Details):
     extra_tensors: list[str] | None = None  # tensors that are not lora_A/lora_B
     base: BaseFit | None = None
     layers: list[LayerStat] | None = None
-    totals: dict[str, Any] | None = None  # layers, zero_b, delta_norm_sum, ranks, scalings, rel_*
+    totals: LayerTotals | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The flat `static` object of `--json` (only the parts the static layer reached)."""

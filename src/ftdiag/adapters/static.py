@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import statistics
 from pathlib import Path
-from typing import Any
 
 from ftdiag.adapters.base_checks import base_checks
 from ftdiag.adapters.consistency import config_weights_check, provenance_checks
-from ftdiag.adapters.details import AdapterConfigInfo, AdapterStats, CheckDetails
+from ftdiag.adapters.details import AdapterConfigInfo, AdapterStats, CheckDetails, LayerTotals
 from ftdiag.adapters.files import AdapterFiles, read_adapter
 from ftdiag.adapters.keys import AdapterModule, group_lora_keys
 from ftdiag.adapters.stats import LayerStat, compute_stats
@@ -130,13 +129,12 @@ def _skip(code: str, why: str) -> Finding:
     return Finding(code, "skip", f"skipped: {why}")
 
 
-def _totals(stats: list[LayerStat]) -> dict[str, Any]:
+def _totals(stats: list[LayerStat]) -> LayerTotals:
     rels = [s.rel for s in stats if s.rel is not None and s.finite]
-    out: dict[str, Any] = {
-        "layers": len(stats), "zero_b": sum(s.b_zero for s in stats),
-        "delta_norm_sum": sum(s.delta_norm for s in stats if s.finite),
-        "ranks": sorted({s.rank for s in stats}), "scalings": sorted({s.scaling for s in stats}),
-    }
+    totals = LayerTotals(len(stats), sum(s.b_zero for s in stats),
+                         sum(s.delta_norm for s in stats if s.finite),
+                         sorted({s.rank for s in stats}), sorted({s.scaling for s in stats}))
     if rels:
-        out.update(rel_min=min(rels), rel_median=statistics.median(rels), rel_max=max(rels))
-    return out
+        totals.rel_min, totals.rel_median = min(rels), statistics.median(rels)
+        totals.rel_max = max(rels)
+    return totals

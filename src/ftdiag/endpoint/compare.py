@@ -14,7 +14,7 @@ from typing import Any
 from ftdiag.compare import first_divergence, mean
 from ftdiag.endpoint.client import EndpointConfig, Served, fetch
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Finding, Report, finding, passed
+from ftdiag.findings import Details, Finding, Report, finding, passed
 from ftdiag.records import Record
 from ftdiag.templates import SYSTEM_PROMPT, PromptTemplate
 
@@ -69,6 +69,14 @@ class EndpointSummary:
     listed_models: list[str] | None = None
     local_reference: bool = False
     completion_tokens: dict[str, int] = field(default_factory=dict)  # per served arm (usage)
+
+
+@dataclass
+class EndpointDetails(Details):
+    """ab-test --endpoint's report details: the summary and one row per title."""
+
+    endpoint: EndpointSummary
+    rows: list[EndpointRow]
 
 
 @dataclass
@@ -162,7 +170,7 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
                                                  for arm, s in served.items()})
     rows = _rows(records, sent, served, local, tokenizer)
     report.layers_run.append("E")
-    report.details.update(endpoint=summary, rows=rows)
+    report.details = EndpointDetails(summary, rows)
     missing = [_name_check(served[arm], listed) for arm in (SERVED_BASE, SERVED_ADAPTER)]
     report.add(*missing)
     if any(c.status == "fail" for c in missing):

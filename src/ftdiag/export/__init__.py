@@ -24,7 +24,7 @@ from ftdiag.export.compare import (
 )
 from ftdiag.export.lora import LoraAdapter, read_lora
 from ftdiag.export.weights import GgufModel, SafetensorsFolder, WeightSource, open_gguf
-from ftdiag.findings import Finding, Report
+from ftdiag.findings import Details, Finding, Report
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ THREADS = 4
 
 
 @dataclass
-class ExportDetails:
+class ExportDetails(Details):
     """What check-export looked at and what it measured (the `details` of its report)."""
 
     export: str
@@ -117,7 +117,7 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
     adapter = read_lora(resolve_adapter_dir(adapter_dir, adapter_revision))
     report = Report("check-export", layers_run=["X"])
     details = ExportDetails(str(path), "merged-safetensors", str(adapter.path))
-    report.details = details  # type: ignore[assignment]  # a typed result (issue 9)
+    report.details = details
     reader = open_gguf(path) if kind == "gguf" else None
     if reader is not None and is_lora_gguf(reader):
         from ftdiag.export.gguf_lora import check_gguf_lora

@@ -50,19 +50,18 @@ def layer_table(static: AdapterStats) -> Table | None:
 
 def totals_text(static: AdapterStats) -> Text:
     """One line: adapted vs expected modules, zero-B layers, ratio range."""
-    t = static.totals or {}
-    base = static.base
+    t, base = static.totals, static.base
     parts = [f"adapted {_num(static.adapted_modules)}"
              f" / expected {_num(base.expected_modules if base else None)} modules",
-             f"zero lora_B: {t.get('zero_b', 0)}", f"r={t.get('ranks')}",
-             f"scaling={[round(s, 4) for s in t.get('scalings', [])]}",
+             f"zero lora_B: {t.zero_b if t else 0}", f"r={t.ranks if t else None}",
+             f"scaling={[round(s, 4) for s in t.scalings] if t else []}",
              f"dtypes={static.config.dtypes if static.config else None}"]
-    if "rel_median" in t:
-        parts.append(f"‖ΔW‖/‖W‖ min {t['rel_min']:.2e} median {t['rel_median']:.2e} "
-                     f"max {t['rel_max']:.2e}")
+    if t is not None and t.rel_median is not None:
+        parts.append(f"‖ΔW‖/‖W‖ min {t.rel_min:.2e} median {t.rel_median:.2e} "
+                     f"max {t.rel_max:.2e}")
     elif base is not None and base.ratio_skipped:
         parts.append(f"ratio skipped ({base.ratio_skipped}); Σ‖ΔW‖ "
-                     f"{t.get('delta_norm_sum', 0):.3g}")
+                     f"{t.delta_norm_sum if t else 0:.3g}")
     return Text("totals: " + "; ".join(parts), style="dim")
 
 
