@@ -63,10 +63,12 @@ def test_ab_test_two_processes_equal_one(tmp_path: Path, tiny_llama: Path,
     titles.write_text("\n".join(lines + lines[:1]) + "\n")  # 5 titles: uneven shards
     args = ["ab-test", "--adapter", str(trained_adapter), "--base", str(tiny_llama),
             "--titles", str(titles), "--max-new-tokens", "8", "--json"]
-    one = _doc(_run(args, tmp_path, 1))
-    two = _doc(_run(args, tmp_path, 2))
+    one = _doc(_run([*args, "--markdown", str(tmp_path / "one.md")], tmp_path, 1))
+    two = _doc(_run([*args, "--markdown", str(tmp_path / "two.md")], tmp_path, 2))
     assert len(two["details"]["rows"]) == 5 and "ref_nll" in two["details"]["summary"]
     assert _rounded(two) == _rounded(one)
+    assert (tmp_path / "two.md").read_text() == (tmp_path / "one.md").read_text()
+    assert sorted(p.name for p in tmp_path.glob("*.md")) == ["one.md", "two.md"]  # no temp left
 
 
 @needs_launcher
