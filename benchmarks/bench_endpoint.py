@@ -21,22 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_abtest import TITLES  # the same titles as the local ab-test benchmark
+
 from ftdiag.endpoint import EndpointConfig, EndpointSpec, run_endpoint_test
 from ftdiag.endpoint.client import fetch
 from ftdiag.endpoint.local_server import start, stop
 from ftdiag.models import resolve_model_dir
 from ftdiag.records import Record
-
-TITLES = [
-    "Stainless Steel Insulated Water Bottle 750ml", "Wireless Bluetooth Headphones Over Ear",
-    "Organic Cotton Crew Neck T-Shirt for Men", "USB-C to USB-C Braided Charging Cable 2m",
-    "Non-Stick Frying Pan 28cm Induction", "Children's Picture Book: The Curious Fox",
-    "Leather Bifold Wallet with Coin Pocket", "Ceramic Coffee Mug 350ml Dishwasher Safe",
-    "Yoga Mat Non Slip 6mm Thick", "LED Desk Lamp with Wireless Charger",
-    "Cast Iron Dutch Oven 5 Quart", "Men's Waterproof Hiking Boots",
-    "Mechanical Gaming Keyboard RGB Backlit", "Bamboo Cutting Board Set of 3",
-    "Portable Power Bank 20000mAh", "Women's Running Shoes Lightweight Breathable",
-]
 
 
 def timed_run(url: str, base: str, adapter: str, records: list[Record], new_tokens: int,
