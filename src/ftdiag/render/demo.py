@@ -17,7 +17,10 @@ ftdiag check-adapter ADAPTER --base BASE        # static + runtime checks
 ftdiag ab-test --adapter ADAPTER --titles FILE  # greedy base vs adapter
 ftdiag loss-report RUN_DIR                      # did the loss go down?
 ftdiag doctor RUN_DIR --report report.html      # everything, ranked causes
-ftdiag train --data trn.json --out RUN          # a run that says if it learned"""
+ftdiag train --data trn.json --out RUN          # a run that says if it learned
+# and on what you ship (merged folder, GGUF, Modelfile, a served endpoint):
+ftdiag check-export MERGED --adapter ADAPTER    # is the export the fine-tune?
+ftdiag ab-test --endpoint URL --served-base B --served-adapter A --titles FILE"""
 
 
 def _clip(text: str, n: int = 400) -> str:
