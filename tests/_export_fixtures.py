@@ -11,6 +11,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 
+def status(report, code: str) -> str:  # type: ignore[no-untyped-def]
+    """The status of the check `code` in a check-export report."""
+    return next(c.status for c in report.checks if c.code == code)
+
+
 def merge_to(base: Path, adapter: Path, out: Path, dtype: torch.dtype = torch.float32) -> Path:
     """Merge `adapter` into `base` with PEFT and save the result in `dtype`."""
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)

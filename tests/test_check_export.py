@@ -8,17 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from _adapter_fixtures import copy_adapter, edit_config, rewrite, scale_b
-from _export_fixtures import copy_weight, merge_to, save_base_as
+from _export_fixtures import copy_weight, merge_to, save_base_as, status
 from typer.testing import CliRunner
 
 from ftdiag.cli import app
 from ftdiag.export import check_export
 
 runner = CliRunner()
-
-
-def status(report, code: str) -> str:  # type: ignore[no-untyped-def]
-    return next(c.status for c in report.checks if c.code == code)
 
 
 @pytest.fixture(scope="module")

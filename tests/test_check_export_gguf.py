@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _export_fixtures import merge_to, write_merged_gguf
+from _export_fixtures import merge_to, status, write_merged_gguf
 
 from ftdiag.export import check_export
-
-
-def status(report, code: str) -> str:  # type: ignore[no-untyped-def]
-    return next(c.status for c in report.checks if c.code == code)
 
 
 @pytest.fixture(scope="module")

@@ -110,13 +110,18 @@ def test_wandb_dir_reads_the_latest_run_and_says_so(hf_runs: Path) -> None:
     assert any("2 W&B runs here" in n for n in log.notes)
 
 
+def run_fresh(code: str) -> None:
+    """Run `code` in a fresh interpreter on this checkout's src; its asserts must hold."""
+    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def test_wandb_read_does_not_import_wandb(hf_runs: Path) -> None:
     code = ("import sys; from ftdiag.logs import read_loss_log; "
             f"log = read_loss_log({str(_wandb_runs(hf_runs)[0])!r}); "
             "assert len(log.train) == 40; assert 'wandb' not in sys.modules, 'imported'")
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_fresh(code)
 
 
 def test_wandb_missing_names_the_extra(hf_runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,9 +284,7 @@ def test_plain_sources_do_not_import_wandb_or_mlflow(tmp_path: Path) -> None:
     code = ("import sys; from ftdiag.convergence import loss_report; "
             f"loss_report([{str(run)!r}]); "
             "bad = {'wandb', 'mlflow'} & set(sys.modules); assert not bad, bad")
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                          capture_output=True, text=True, timeout=120, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_fresh(code)
 
 
 def test_config_names_are_normalised_without_taking_a_model_configs_alpha() -> None:
