@@ -11,14 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from ftdiag.errors import FtdiagError
-
-Progress = Callable[[int, int], None]
+from ftdiag.progress import ProgressFn
 
 
 @dataclass
@@ -142,7 +140,7 @@ async def _complete(client: Any, cfg: EndpointConfig, model: str, extra: dict[st
 
 async def _run(cfg: EndpointConfig, arms: dict[str, tuple[str, dict[str, Any]]],
                jobs: list[tuple[str, int, Any]],
-               progress: Progress | None) -> tuple[dict[str, Served], list[str] | None]:
+               progress: ProgressFn | None) -> tuple[dict[str, Served], list[str] | None]:
     import openai
 
     n_prompts = max((i for _, i, _ in jobs), default=-1) + 1
@@ -202,7 +200,7 @@ async def _list_models(client: Any) -> list[str] | None:
 
 
 def fetch(cfg: EndpointConfig, arms: dict[str, tuple[str, dict[str, Any]]], prompts: list[Any],
-          progress: Progress | None = None) -> tuple[dict[str, Served], list[str] | None]:
+          progress: ProgressFn | None = None) -> tuple[dict[str, Served], list[str] | None]:
     """Every prompt under every arm (model name, extra body fields), then /v1/models.
 
     /v1/models is read after the requests too: lazy servers list only what they loaded.

@@ -15,12 +15,12 @@ from ftdiag.compare import first_divergence, mean
 from ftdiag.endpoint.client import EndpointConfig, Served, fetch
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Details, Finding, Report, finding, passed
+from ftdiag.progress import ProgressFn
 from ftdiag.records import Record
 from ftdiag.templates import SYSTEM_PROMPT, PromptTemplate
 
 SERVED_BASE, SERVED_ADAPTER = "served-base", "served-adapter"
 LOCAL_BASE, LOCAL_ADAPTER = "base", "adapter"  # the local ab-test's arm names
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -106,7 +106,7 @@ def chat_messages(title: str) -> list[dict[str, str]]:
 
 
 def local_reference(spec: EndpointSpec, records: list[Record],
-                    progress: Progress | None = None) -> LocalReference:
+                    progress: ProgressFn | None = None) -> LocalReference:
     """Local ab-test on the same titles (one weight copy): the reference the server must match."""
     from ftdiag.abtest import ABConfig, run_ab_test
     from ftdiag.adapters.preflight import resolve_base
@@ -124,7 +124,7 @@ def local_reference(spec: EndpointSpec, records: list[Record],
 
 def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
                       stage: Callable[[str], None] | None = None,
-                      progress: Progress | None = None,
+                      progress: ProgressFn | None = None,
                       reference: LocalReference | None = None) -> EndpointResult:
     """Local reference (with an adapter), then every prompt to the served base and adapter.
 

@@ -8,7 +8,6 @@ weights (it must fail with E001/E002). The local reference is computed once for 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,10 +16,8 @@ from ftdiag.endpoint.client import EndpointConfig
 from ftdiag.endpoint.compare import EndpointResult, EndpointSpec, run_endpoint_test
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report, finding, passed
+from ftdiag.progress import ProgressFn, StageFn
 from ftdiag.records import Record
-
-Stage = Callable[[str], None]
-Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -35,8 +32,8 @@ class ServeDemo:
 
 
 def run_serve_demo(adapter_dir: Path, base: str, records: list[Record], workdir: Path, *,
-                   max_new_tokens: int = 48, stage: Stage | None = None,
-                   progress: Progress | None = None) -> ServeDemo:
+                   max_new_tokens: int = 48, stage: StageFn | None = None,
+                   progress: ProgressFn | None = None) -> ServeDemo:
     """Merge, serve, and run ab-test --endpoint on the right and on a wrong model name."""
     from ftdiag.merge import merge_adapter
     from ftdiag.models import resolve_model_dir
