@@ -7,11 +7,11 @@ model was fed, tokenizer pad/eos, hyperparameters from TrainingArguments and the
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 from ftdiag.data import IGNORE
+from ftdiag.runmeta import base_identity, created, library_versions, tokenizer_facts
 
 log = logging.getLogger(__name__)
 
@@ -20,10 +20,6 @@ SAMPLE_CHARS = 400
 
 def run_meta(args: Any, model: Any, tokenizer: Any, template: str | None) -> dict[str, Any]:
     """ftdiag_meta.json for a run trained by the user's own script (findings are added later)."""
-    from ftdiag.adapters.fingerprint import weights_fingerprint
-    from ftdiag.models import config_hash
-    from ftdiag.train import library_versions
-
     base = base_name(model)
     base_dir = local_base_dir(base)
     if base and base_dir is not None and Path(base).expanduser().is_dir():
@@ -32,17 +28,13 @@ def run_meta(args: Any, model: Any, tokenizer: Any, template: str | None) -> dic
     first = next(iter(model.parameters()), None) if model is not None else None
     return {
         "tool": "ftdiag", "source": "FtdiagCallback",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": created(),
         "base": base, "base_dir": str(base_dir) if base_dir else None,
-        "base_config_hash": config_hash(base_dir) if base_dir else None,
-        "base_fingerprint": weights_fingerprint(base_dir) if base_dir else None,
+        **base_identity(base_dir),
         "template": template, "template_source": "FtdiagCallback(template=...)" if template
         else None,
         "chat_template": getattr(tokenizer, "chat_template", None),
-        "tokenizer": {"pad_token": getattr(tokenizer, "pad_token", None),
-                      "pad_token_id": getattr(tokenizer, "pad_token_id", None),
-                      "eos_token": getattr(tokenizer, "eos_token", None),
-                      "eos_token_id": getattr(tokenizer, "eos_token_id", None)},
+        "tokenizer": tokenizer_facts(tokenizer),
         "hyperparameters": {
             "epochs": args.num_train_epochs, "lr": args.learning_rate,
             "lora_r": lora.get("r"), "lora_alpha": lora.get("lora_alpha"),

@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ftdiag import atomic
-from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Details, Report
 from ftdiag.models import (
-    config_hash,
     is_hub_id,
     load_tokenizer,
     pick_device_dtype,
     resolve_model_dir,
 )
+from ftdiag.runmeta import base_identity, created, library_versions, tokenizer_facts
 from ftdiag.templates import META_FILE, PromptTemplate, load_template, read_meta
 
 if TYPE_CHECKING:
@@ -243,29 +242,15 @@ def training_args(cfg: TrainConfig, out: Path, device: str, dtype: torch.dtype, 
     )
 
 
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str] = {}
-    for pkg in ("ftdiag", "torch", "transformers", "peft", "trl", "accelerate", "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
 def build_meta(cfg: TrainConfig, base_dir: Path, template: PromptTemplate, tokenizer: Any,
                summary: DataSummary, targets: list[str], device: str, dtype: Any) -> dict[str, Any]:
     """ftdiag_meta.json: what other commands need to judge and reproduce this run."""
     return {
-        "tool": "ftdiag", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tool": "ftdiag", "created": created(),
         "base": str(cfg.base), "revision": cfg.revision, "base_dir": str(base_dir),
-        "base_config_hash": config_hash(base_dir),
-        "base_fingerprint": weights_fingerprint(base_dir),
+        **base_identity(base_dir),
         "template": template.text, "template_source": template.source,
-        "tokenizer": {"pad_token": tokenizer.pad_token, "pad_token_id": tokenizer.pad_token_id,
-                      "eos_token": tokenizer.eos_token, "eos_token_id": tokenizer.eos_token_id},
+        "tokenizer": tokenizer_facts(tokenizer),
         "data": {"path": summary.path, "sha256": summary.sha256,
                  "title_field": summary.title_field, "text_field": summary.text_field,
                  "records": cfg.records, "seed": cfg.seed, "eval_share": cfg.eval_share,
