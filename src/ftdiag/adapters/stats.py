@@ -45,6 +45,14 @@ def pattern_value(patterns: dict[str, Any], name: str, default: Any) -> Any:
     return default
 
 
+def scaling_of(config: dict[str, Any], module: str, rank: int) -> tuple[float, float]:
+    """(alpha, scaling) of one module as PEFT applies it: alpha_pattern, α/r or α/√r (rsLoRA)."""
+    alpha = float(pattern_value(config.get("alpha_pattern", {}), module,
+                                config.get("lora_alpha", rank)))
+    root = math.sqrt(rank) if config.get("use_rslora") else rank
+    return alpha, alpha / max(root, 1)
+
+
 def gram(x: np.ndarray, dtype: str = "F32", *, rows: bool, wide: bool = False) -> np.ndarray:
     """x·xᵀ (rows=True: lora_A, r×in) or xᵀ·x (lora_B, out×r) as float64, from a stored tensor.
 
@@ -96,9 +104,7 @@ def module_stat(files: AdapterFiles, mod: AdapterModule,
     b_zero = not bad and b_sq == 0 and not bool(widen(b, b_dtype).any())
     files.release([a_key, b_key])
     rank = int(a.shape[0])
-    alpha = float(pattern_value(config.get("alpha_pattern", {}), mod.name,
-                                config.get("lora_alpha", rank)))
-    scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / max(rank, 1)
+    alpha, scaling = scaling_of(config, mod.name, rank)
     nan = float("nan")
     stat = LayerStat(mod.name, rank, alpha, scaling, files.dtypes.get(a_key, "?"), nan, nan, nan,
                      b_zero=b_zero, finite=not bad)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 
 from ftdiag.adapters.files import read_adapter
 from ftdiag.adapters.keys import group_lora_keys
-from ftdiag.adapters.stats import pattern_value
+from ftdiag.adapters.stats import scaling_of
 from ftdiag.errors import FtdiagError
 
 
@@ -44,14 +43,6 @@ class LoraAdapter:
     @property
     def dora(self) -> bool:
         return bool(self.config.get("use_dora"))
-
-
-def scaling_of(config: dict[str, Any], module: str, rank: int) -> tuple[float, float]:
-    """(alpha, scaling) of one module: alpha_pattern, then α/r or α/√r for rsLoRA."""
-    alpha = float(pattern_value(config.get("alpha_pattern", {}), module,
-                                config.get("lora_alpha", rank)))
-    root = math.sqrt(rank) if config.get("use_rslora") else rank
-    return alpha, alpha / max(root, 1e-12)
 
 
 def read_lora(adapter_dir: Path | str) -> LoraAdapter:
