@@ -123,7 +123,7 @@ def run_ftdiag(adapter: str, titles: str, new: int, batch: int) -> dict[str, Any
     old, sys.argv = sys.argv, argv
     try:
         with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-            ftdiag.cli.main()
+            ftdiag.cli.app()  # main() without its exit: the child exits as main does, below
     finally:
         sys.argv = old
     doc = json.loads(buf.getvalue())
@@ -196,6 +196,10 @@ def child(args: argparse.Namespace) -> None:
         out = run_one()
     out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out))
+    if args.mode == "ftdiag":  # as `ftdiag` itself exits (cli.main): no interpreter teardown
+        from ftdiag.cli import exit_now
+
+        exit_now(0)
 
 
 def spawn(mode: str, args: argparse.Namespace, adapter: Path, titles: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from ftdiag.decode import common_prefix, greedy, kv_bytes_per_token, sliced_mixed_batches
+from ftdiag.decode import common_prefix, greedy, kv_bytes_per_token, row_adapters
 from ftdiag.generate import BASE, Arm, GenSettings, auto_batch, generate_arms
 from ftdiag.models import load_adapter, load_base
 from ftdiag.templates import DEFAULT_TEMPLATE
@@ -108,7 +108,7 @@ def test_auto_batch_keeps_the_kv_cache_under_the_budget(pair: tuple[Any, Any],
     assert bs * per_title <= gen.KV_FLOOR and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
 
 
-def test_sliced_mixed_batches_give_peft_logits_and_restore_peft(pair: tuple[Any, Any]) -> None:
+def test_row_adapters_give_peft_logits_and_restore_peft(pair: tuple[Any, Any]) -> None:
     from peft.tuners.lora.layer import Linear
 
     model, tok = pair
@@ -117,10 +117,68 @@ def test_sliced_mixed_batches_give_peft_logits_and_restore_peft(pair: tuple[Any,
     for names in ([BASE] * 4 + ["default"] * 4, [BASE, "default"] * 4):  # runs; interleaved
         with torch.inference_mode():
             want = model(**enc, adapter_names=names).logits
-            with sliced_mixed_batches(model):
-                assert all("_mixed_batch_forward" in vars(m) for m in layers)
-                got = model(**enc, adapter_names=names).logits
+            want_plain = model(**enc).logits
+            with row_adapters(model) as rows:
+                assert not rows.native and all("forward" in vars(m) for m in layers)
+                rows.names = names
+                got = model(**enc, **rows.kwargs()).logits
+                rows.names = None
+                plain = model(**enc).logits  # no names: the active adapter on every row
         assert torch.equal(got, want)
-        assert not any("_mixed_batch_forward" in vars(m) for m in layers)
+        assert torch.equal(plain, want_plain)
+        assert not any("forward" in vars(m) for m in layers)
         if names[4] == "default":  # row 0 and row 4: the same prompt, base vs adapter
             assert not torch.equal(want[0], want[4])
+
+
+def test_modules_to_save_keeps_peft_path_and_equals_hf_generate(tiny_llama: Path) -> None:
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_base(tiny_llama)
+    tok = loaded.tokenizer
+    model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                                    modules_to_save=["lm_head"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name or "modules_to_save" in name:
+                p.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    with row_adapters(model) as rows:
+        assert rows.native  # PEFT's own hooks: its wrapper must see the names too
+    prompts = _prompts() * 2
+    names = [BASE] * len(TITLES) + ["default"] * len(TITLES)
+    want = _hf(model, tok, prompts, [tok.eos_token_id], names)
+    got = greedy(model, [tok(p)["input_ids"] for p in prompts], max_new_tokens=N,
+                 eos={tok.eos_token_id}, pad_id=tok.pad_token_id, adapter_names=names)
+    assert got == want and got[0] != got[len(TITLES)]
+
+
+def test_unknown_adapter_name_is_refused(pair: tuple[Any, Any]) -> None:
+    model, tok = pair
+    with pytest.raises(ValueError, match="non-existing adapter"):
+        greedy(model, [tok("x")["input_ids"]], max_new_tokens=2, eos=set(), pad_id=0,
+               adapter_names=["typo"])
+
+
+@pytest.mark.parametrize("capacity", [1, 64])
+def test_reserved_cache_matches_dynamic_cache(pair: tuple[Any, Any], capacity: int) -> None:
+    """Growing past the reserve (capacity 1) or not, and after rows leave: HF's cache's numbers."""
+    from transformers import DynamicCache
+
+    from ftdiag.decode import reserved_cache
+
+    model, tok = pair
+    base = model.get_base_model()
+    ids = tok(_prompts(), return_tensors="pt", padding=True)["input_ids"]
+    caches = [DynamicCache(config=base.config), reserved_cache(base, capacity)]
+    logits = []
+    with torch.inference_mode():
+        for cache in caches:
+            base(input_ids=ids, past_key_values=cache, use_cache=True)
+            cache.batch_select_indices(torch.tensor([0, 2, 3]))
+            steps = [base(input_ids=ids[[0, 2, 3], -1:], past_key_values=cache,
+                          use_cache=True).logits for _ in range(3)]
+            logits.append(torch.cat(steps, 1))
+    assert caches[1].get_seq_length() == caches[0].get_seq_length() == ids.shape[1] + 3
+    torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-5)

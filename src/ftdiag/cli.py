@@ -6,9 +6,11 @@ them (a new command adds one import and one entry).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperGroup
@@ -26,7 +28,7 @@ from ftdiag.commands import (
 )
 from ftdiag.commands._common import ErrorExit, handle_errors, quiet_libraries
 
-__all__ = ["app", "handle_errors", "main", "quiet_libraries"]
+__all__ = ["app", "exit_now", "handle_errors", "main", "quiet_libraries"]
 
 COMMANDS = (check_adapter, ab, loss_report, train, merge, doctor, demo, check_export)
 
@@ -85,7 +87,33 @@ for _command in COMMANDS:
 
 
 def main() -> None:
-    app()
+    """Run the CLI, then leave without tearing the interpreter down (see `exit_now`)."""
+    try:
+        app()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
+
+
+def exit_now(code: int | str | None) -> NoReturn:
+    """Exit with `code` after flushing output and running atexit hooks, skipping the teardown.
+
+    Once torch, transformers and a model are loaded, the interpreter's own teardown (freeing
+    every module and tensor one by one) takes about a second on CPU, after the work is done and
+    every file is written (reports are written atomically and closed). Registered atexit hooks
+    (temporary folders, logging, child processes) still run.
+    """
+    import atexit
+
+    if isinstance(code, str):  # sys.exit("message"): print it, exit 1, as Python does
+        sys.stderr.write(code + "\n")
+        code = 1
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code or 0)
 
 
 if __name__ == "__main__":

@@ -48,15 +48,22 @@ def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
     return prompts
 
 
-def _last_logits(model: Any, tokenizer: Any, text: str) -> Any:
+def last_logits(model: Any, tokenizer: Any, texts: list[str]) -> list[Any]:
+    """Next-token logits (fp32, CPU) of each text, all texts in one left-padded batch."""
     import torch
 
+    from ftdiag.decode import last, left_pad
+
+    if not texts:
+        return []
     device = next(model.parameters()).device
-    enc = tokenizer(text, return_tensors="pt")
-    with torch.no_grad():
-        out = model(input_ids=enc["input_ids"].to(device),
-                    attention_mask=enc["attention_mask"].to(device))
-    return out.logits[0, -1].float().cpu()
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    ids, mask = left_pad(rows, tokenizer.pad_token_id or 0)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                    position_ids=pos.to(device), logits_to_keep=last(ids))
+    return list(out.logits[:, -1].float().cpu())
 
 
 def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
@@ -65,9 +72,9 @@ def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
 
     rows: list[dict[str, Any]] = []
     with preserved_state(model):
-        on = [_last_logits(model, tokenizer, p) for p in prompts]
+        on = last_logits(model, tokenizer, prompts)
         with adapters_off(model):
-            off = [_last_logits(model, tokenizer, p) for p in prompts]
+            off = last_logits(model, tokenizer, prompts)
     for prompt, a, b in zip(prompts, on, off, strict=True):
         la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
         kl = float((la.exp() * (la - lb)).sum())
