@@ -4,7 +4,8 @@ ftdiag: the real CLI (`ab-test --json`): preflight, one base load + PEFT, runtim
 both arms in one mixed batch per step (`adapter_names`), greedy decode with finished rows leaving
 the batch and the template's shared prefix run once. Naive: two separately loaded models,
 `generate` once per prompt per arm. Each way is its own subprocess: "process s" is that whole
-process (start-up, imports, loads, checks), peak RSS its own (getrusage max RSS).
+process (start-up, imports, loads, checks, exit: ftdiag's child exits as the CLI does, the naive
+one as a script does), peak RSS its own (getrusage max RSS).
 
     python benchmarks/bench_abtest.py                        # 16x48 and 32x64 (several minutes)
     python benchmarks/bench_abtest.py --sizes 8x16           # quick run
