@@ -116,13 +116,14 @@ def row_adapters(model: Any) -> Iterator[RowAdapters]:
     except ImportError:  # another PEFT layout: PEFT's own path
         yield RowAdapters(native=True)
         return
-    mixed = [m for m in model.modules() if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
+    mixed: list[Any] = [m for m in model.modules()
+                        if isinstance(m, (LoraLayer, AuxiliaryTrainingWrapper))]
     if model.training or any(type(m) is not Linear or "forward" in vars(m) for m in mixed):
         yield RowAdapters(native=True)
         return
     rows = RowAdapters(native=False)
-    for m in mixed:
-        m.forward = functools.partial(_rows_forward, m, rows)
+    for m in mixed:  # an instance attribute: nn.Module.__call__ finds it before the class's
+        setattr(m, "forward", functools.partial(_rows_forward, m, rows))  # noqa: B010
     try:
         yield rows
     finally:
@@ -247,7 +248,7 @@ def _shared_prefix(model: Any, rows: list[list[int]], names: list[str] | None, k
     if not skip:
         return 0
     device = next(model.parameters()).device
-    kinds: list[str | None] = list(dict.fromkeys(names)) if names else [None]
+    kinds: list[str] = list(dict.fromkeys(names)) if names else [""]
     prefix = torch.tensor([rows[0][:skip]] * len(kinds), device=device)
     mix.names = kinds if names else None
     model(input_ids=prefix, use_cache=True, logits_to_keep=last(prefix), **{key: cache},
