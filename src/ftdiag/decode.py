@@ -106,9 +106,9 @@ def row_adapters(model: Any) -> Iterator[RowAdapters]:
     """Inside the block, set `.names` on the yielded object to mix adapters by batch row.
 
     PEFT's `adapter_names=` registers and removes a hook on every LoRA layer at every forward,
-    walking all modules each time (about 25 ms per decoding step on SmolLM2-135M, a sixth of
-    it). Here the LoRA Linear layers are patched once for the block. A model with other LoRA
-    layer kinds or modules_to_save wrappers keeps PEFT's path (`native`).
+    walking all modules each time (about 20 ms per decoding step of a 30-layer model on CPU).
+    Here the LoRA Linear layers are patched once for the block. A model with other LoRA layer
+    kinds or modules_to_save wrappers keeps PEFT's path (`native`).
     """
     try:
         from peft.tuners.lora.layer import Linear, LoraLayer
