@@ -65,15 +65,29 @@ class RowAdapters:
     """The adapter each batch row goes through, set before each forward (None: PEFT as is).
 
     `kwargs()` is what the forward call itself carries: nothing when the LoRA layers were
-    patched to read `names`, else PEFT's own `adapter_names`.
+    patched to read `names`, else PEFT's own `adapter_names`. Setting `names` also computes its
+    runs of equal names once for all layers.
     """
 
     def __init__(self, native: bool) -> None:
-        self.names: list[str] | None = None
         self.native = native
+        self._names: list[str] | None = None
+        self.runs: list[tuple[str, int, int]] = []
+        self.contiguous = True  # each name on one run of rows
+
+    @property
+    def names(self) -> list[str] | None:
+        return self._names
+
+    @names.setter
+    def names(self, value: list[str] | None) -> None:
+        if value is not self._names:
+            self._names = value
+            self.runs = _runs(value) if value else []
+            self.contiguous = len(self.runs) == len(set(value or []))
 
     def kwargs(self) -> dict[str, Any]:
-        return {"adapter_names": self.names} if self.native and self.names else {}
+        return {"adapter_names": self._names} if self.native and self._names else {}
 
 
 def _rows_forward(layer: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
@@ -81,23 +95,30 @@ def _rows_forward(layer: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     """A LoRA Linear's forward with each row through `rows.names`: PEFT's mixed batch by slices.
 
     The same operations on the same rows as PEFT's `_mixed_batch_forward` (so the same numbers)
-    on contiguous runs of equal names, without PEFT's per-call hooks or index lists. Anything
-    else (no names, a name on non-contiguous rows, a LoRA variant) goes to PEFT's own forward.
+    on contiguous runs of equal names, without PEFT's per-call hooks or index lists; in eval
+    mode (required by `row_adapters`) dropout is the identity and is skipped, and plain
+    `nn.Linear` LoRA factors are applied with `F.linear`, as their forward does. Anything else
+    (no names, a name on non-contiguous rows, a LoRA variant) goes to PEFT's own forward.
     """
+    import torch
+    import torch.nn.functional as F
+
     names = rows.names
     if names is None or layer.disable_adapters or layer.merged:
         return type(layer).forward(layer, x, *args, **kwargs)
-    runs = _runs(names)
-    if len(runs) != len(set(names)) or any(n in layer.lora_variant for n, _, _ in runs):
+    if not rows.contiguous or any(n in layer.lora_variant for n, _, _ in rows.runs):
         return type(layer).forward(layer, x, *args, adapter_names=names, **kwargs)
     result = layer.base_layer(x, *args, **kwargs)
-    for name, start, stop in runs:
+    for name, start, stop in rows.runs:
         if name not in layer.lora_A:  # "__base__" included
             continue
         lora_a, lora_b = layer.lora_A[name], layer.lora_B[name]
         sub = x[start:stop].to(lora_a.weight.dtype)
-        out = lora_b(lora_a(layer.lora_dropout[name](sub))) * layer.scaling[name]
-        result[start:stop] += out.to(result.dtype)
+        if type(lora_a) is type(lora_b) is torch.nn.Linear:
+            out = F.linear(F.linear(sub, lora_a.weight, lora_a.bias), lora_b.weight, lora_b.bias)
+        else:
+            out = lora_b(lora_a(sub))
+        result[start:stop] += (out * layer.scaling[name]).to(result.dtype)
     return result
 
 
