@@ -182,3 +182,16 @@ def test_reserved_cache_matches_dynamic_cache(pair: tuple[Any, Any], capacity: i
             logits.append(torch.cat(steps, 1))
     assert caches[1].get_seq_length() == caches[0].get_seq_length() == ids.shape[1] + 3
     torch.testing.assert_close(logits[1], logits[0], rtol=0, atol=1e-5)
+
+
+def test_next_logits_equal_a_plain_forward_per_prompt(pair: tuple[Any, Any]) -> None:
+    """The probes' prompt pass (shared prefix once, left padding) = each prompt alone."""
+    from ftdiag.decode import next_logits
+
+    model, tok = pair
+    rows = [tok(p)["input_ids"] for p in _prompts()]
+    assert common_prefix(rows) > 0
+    got = next_logits(model, rows, tok.pad_token_id)
+    with torch.inference_mode():
+        want = torch.stack([model(input_ids=torch.tensor([r])).logits[0, -1] for r in rows])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)

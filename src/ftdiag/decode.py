@@ -298,8 +298,20 @@ def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[i
         return _greedy(model, rows, max_new_tokens, eos, pad_id, names, share_prefix, mix)
 
 
-def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int,
-            names: list[str] | None, share_prefix: bool, mix: RowAdapters) -> list[list[int]]:
+def next_logits(model: Any, rows: list[list[int]], pad_id: int) -> torch.Tensor:
+    """Next-token logits (fp32, CPU) of each prompt row: `greedy`'s prompt pass, shared prefix
+    run once, without generating."""
+    import torch
+
+    with torch.inference_mode():
+        logits, *_ = _prompt_pass(model, rows, pad_id, None, RowAdapters(native=True), True, 0)
+    return logits[:, -1].float().cpu()
+
+
+def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str] | None,
+                 mix: RowAdapters, share_prefix: bool,
+                 max_new_tokens: int) -> tuple[torch.Tensor, Any, torch.Tensor, torch.Tensor]:
+    """The prompts through the model: (last logits, KV cache, attention mask, positions)."""
     import torch
 
     device = next(model.parameters()).device
@@ -310,12 +322,23 @@ def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int
     ids, tail_mask = ids.to(device), tail_mask.to(device)
     mask = torch.cat([torch.ones((len(rows), skip), dtype=torch.long, device=device), tail_mask], 1)
     pos = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, skip:]
+    mix.names = names
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                   logits_to_keep=last(ids), **{key: cache}, **mix.kwargs()).logits
+    return logits, cache, mask, pos
+
+
+def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int,
+            names: list[str] | None, share_prefix: bool, mix: RowAdapters) -> list[list[int]]:
+    import torch
+
+    device = next(model.parameters()).device
+    key = _cache_kwarg(model)
+    logits, cache, mask, pos = _prompt_pass(model, rows, pad_id, names, mix, share_prefix,
+                                            max_new_tokens)
     out: list[list[int]] = [[] for _ in rows]
     live = list(range(len(rows)))
     for step in range(max_new_tokens):
-        mix.names = names
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                       logits_to_keep=last(ids), **{key: cache}, **mix.kwargs()).logits
         nxt = logits[:, -1, :].argmax(-1)
         keep = []
         for j, tok in enumerate(nxt.tolist()):
@@ -330,7 +353,9 @@ def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int
             mask, nxt, pos = mask[idx], nxt[idx], pos[idx]
             live = [live[j] for j in keep]
             names = [names[j] for j in keep] if names else None
-        ids = nxt[:, None]
         mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
         pos = pos[:, -1:] + 1
+        mix.names = names
+        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                       use_cache=True, logits_to_keep=1, **{key: cache}, **mix.kwargs()).logits
     return out

@@ -49,21 +49,14 @@ def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
 
 
 def last_logits(model: Any, tokenizer: Any, texts: list[str]) -> list[Any]:
-    """Next-token logits (fp32, CPU) of each text, all texts in one left-padded batch."""
-    import torch
-
-    from ftdiag.decode import last, left_pad
+    """Next-token logits (fp32, CPU) of each text, in one batch that runs their shared prefix
+    (the template's system part) once."""
+    from ftdiag.decode import next_logits
 
     if not texts:
         return []
-    device = next(model.parameters()).device
     rows = [tokenizer(t)["input_ids"] for t in texts]
-    ids, mask = left_pad(rows, tokenizer.pad_token_id or 0)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode():
-        out = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                    position_ids=pos.to(device), logits_to_keep=last(ids))
-    return list(out.logits[:, -1].float().cpu())
+    return list(next_logits(model, rows, tokenizer.pad_token_id or 0))
 
 
 def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
