@@ -9,6 +9,7 @@ one as a script does), peak RSS its own (getrusage max RSS).
 
     python benchmarks/bench_abtest.py                        # 16x48 and 32x64 (several minutes)
     python benchmarks/bench_abtest.py --sizes 8x16           # quick run
+    python benchmarks/bench_abtest.py --repeats 3            # 3 back-to-back pairs, median
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -256,6 +258,16 @@ def report(args: argparse.Namespace, ft: dict[str, Any], naive: dict[str, Any],
           f"{naive['wall_s'] - naive['gen_s']:.1f} s start-up, imports and two loads")
 
 
+def summarize(args: argparse.Namespace,
+              pairs: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+    """The ratios of each back-to-back pair, and their median (the figure to quote)."""
+    gen = sorted((f["tokens"] / f["gen_s"]) / (n["tokens"] / n["gen_s"]) for f, n in pairs)
+    proc = sorted(n["wall_s"] / f["wall_s"] for f, n in pairs)
+    print(f"\n{args.titles}x{args.new_tokens}, {len(pairs)} back-to-back pairs: generation "
+          f"{', '.join(f'{g:.1f}x' for g in gen)} (median {statistics.median(gen):.1f}x); whole "
+          f"process {', '.join(f'{p:.1f}x' for p in proc)} (median {statistics.median(proc):.1f}x)")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="16x48,32x64",
@@ -263,6 +275,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=0, help="ftdiag titles per batch (0: auto)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
     p.add_argument("--ftdiag-only", action="store_true", help="skip the naive way (tuning)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="back-to-back ftdiag/naive pairs per size; >1 adds the median ratios")
     p.add_argument("--with-references", action="store_true",
                    help="give ftdiag a reference per title (adds the reference-NLL phase)")
     p.add_argument("--child", choices=["ftdiag", "naive", "one"])
@@ -287,12 +301,17 @@ def main() -> None:
             n, new = (int(x) for x in size.lower().split("x"))
             args.titles, args.new_tokens = min(n, len(TITLES)), new
             titles = write_titles(Path(tmp), args.titles, args.with_references)
-            ft = spawn("ftdiag", args, adapter, titles)
-            if args.ftdiag_only:
-                print(json.dumps({k: v for k, v in ft.items() if k != "texts"}, indent=1))
-                continue
-            naive = spawn("naive", args, adapter, titles)
-            report(args, ft, naive, one)
+            pairs = []
+            for _ in range(args.repeats):  # each pair back to back: drift hits both ways alike
+                ft = spawn("ftdiag", args, adapter, titles)
+                if args.ftdiag_only:
+                    print(json.dumps({k: v for k, v in ft.items() if k != "texts"}, indent=1))
+                    continue
+                naive = spawn("naive", args, adapter, titles)
+                report(args, ft, naive, one)
+                pairs.append((ft, naive))
+            if len(pairs) > 1:
+                summarize(args, pairs)
     print(f"load average at end: {os.getloadavg()[0]:.1f}")
 
 
