@@ -3,8 +3,10 @@
 Gives the tokens `model.generate(do_sample=False)` gives on the same left-padded rows (the tests
 compare both), with less work: HF's loop keeps computing a row that reached EOS until its whole
 batch ends, and computes the template's common prefix once per row. Here a row that emits EOS is
-dropped from the KV cache, the mask and the PEFT `adapter_names` in step, and the token prefix
-every prompt shares is run once per adapter name, its KV copied into each row.
+dropped from the KV cache, the mask and the adapter names in step, and the token prefix every
+prompt shares is run once per adapter name, its KV copied into each row. The KV cache is reserved
+up front (`reserved_cache`), and base and adapter rows share each forward through LoRA layers set
+up once per decode (`row_adapters`) rather than PEFT's per-forward hooks.
 """
 
 from __future__ import annotations
