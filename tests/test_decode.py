@@ -195,3 +195,30 @@ def test_next_logits_equal_a_plain_forward_per_prompt(pair: tuple[Any, Any]) -> 
     with torch.inference_mode():
         want = torch.stack([model(input_ids=torch.tensor([r])).logits[0, -1] for r in rows])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("fixture", "targets"), [("tiny_gpt2", ["c_attn", "c_proj"]),
+                                                  ("tiny_qwen2", ["q_proj", "v_proj"])])
+def test_row_adapters_equal_hf_generate_on_other_architectures(
+        request: pytest.FixtureRequest, fixture: str, targets: list[str]) -> None:
+    """GPT-2 (Conv1D base layers, fan_in_fan_out) and Qwen2 (tied embeddings): patched = PEFT."""
+    from peft import LoraConfig, get_peft_model
+
+    loaded = load_base(request.getfixturevalue(fixture))
+    tok = loaded.tokenizer
+    model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=targets,
+                                                    fan_in_fan_out=fixture == "tiny_gpt2"))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.add_(torch.randn_like(p) * 0.1)
+    model.eval()
+    with row_adapters(model) as rows:
+        assert not rows.native
+    prompts = _prompts() * 2
+    names = [BASE] * len(TITLES) + ["default"] * len(TITLES)
+    want = _hf(model, tok, prompts, [tok.eos_token_id], names)
+    got = greedy(model, [tok(p)["input_ids"] for p in prompts], max_new_tokens=N,
+                 eos={tok.eos_token_id}, pad_id=tok.pad_token_id, adapter_names=names)
+    assert got == want and got[:len(TITLES)] != got[len(TITLES):]
