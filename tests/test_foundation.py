@@ -104,3 +104,27 @@ def test_a_passing_check_says_what_it_proved() -> None:
     assert check_name(passed("R001", "60 LoRA layers")) == "adapter injected"
     assert check_name(finding("R001", "none")) == "no LoRA layers in the model"
     assert all(c.proves and c.proves != c.title for c in CODES.values())
+
+
+@pytest.mark.parametrize("terminal", [False, True])
+def test_stage_progress_leaves_no_stale_stage_after_an_error(
+        monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """Off a terminal nothing is drawn; on one, a failed stage's bar is erased before the error."""
+    import io
+
+    from rich.console import Console
+
+    from ftdiag.render import progress as prog
+
+    buf = io.StringIO()
+    monkeypatch.setattr(prog, "err", lambda: Console(file=buf, force_terminal=terminal,
+                                                     width=80))
+    with pytest.raises(RuntimeError), prog.stage_progress() as (stage, _):
+        stage("merging x into the base")
+        raise RuntimeError("boom")
+    out = buf.getvalue()
+    if not terminal:
+        assert out == ""
+    else:
+        assert "merging x" in out  # it was drawn ...
+        assert out.endswith("\x1b[1A\x1b[2K")  # ... and its line erased: cursor up, clear line

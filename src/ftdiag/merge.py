@@ -94,12 +94,7 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
                   force: bool = False, revision: str | None = None,
                   adapter_revision: str | None = None) -> Report:
     """Merge in fp32, save model + tokenizer to `out` atomically, verify the saved model (B002)."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
     from ftdiag.adapters.preflight import preflight, tokenizer_source
-    from ftdiag.models import load_tokenizer
 
     out = Path(out)
     _check_out(out, force)
@@ -112,6 +107,12 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
         report.layers_skipped.update({"R": "static layer failed", "G": "static layer failed"})
         return report
     assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
+    import torch  # after the checks that need no model: a bad path fails in well under a second
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ftdiag.models import load_tokenizer
+
     base_dir = pre.base_dir
     report.add(precision_check(base_dir, adapter_dir))
     report.layers_run += ["R", "G"]

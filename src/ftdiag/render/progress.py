@@ -22,13 +22,17 @@ from ftdiag.render.console import err
 
 @contextlib.contextmanager
 def stage_progress(enabled: bool = True) -> Iterator[tuple[StageFn, ProgressFn]]:
-    """Yield (stage(name), progress(done, total)) callbacks drawing one bar per stage."""
-    if not enabled:
+    """Yield (stage(name), progress(done, total)) callbacks drawing one bar per stage.
+
+    Drawn on a terminal only (elsewhere Rich prints just a final snapshot). When the block
+    fails, the bars are erased so the error line is not left under a stage that seems to run.
+    """
+    if not enabled or not err().is_terminal:
         yield (lambda _n: None), (lambda _d, _t: None)
         return
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err(), transient=False) as bar:
+    with Progress(*columns, console=err(), transient=False) as bar, _erased_on_error(bar):
         current: list[TaskID] = []
 
         def finish_current() -> None:
@@ -46,3 +50,12 @@ def stage_progress(enabled: bool = True) -> Iterator[tuple[StageFn, ProgressFn]]
 
         yield stage, progress
         finish_current()
+
+
+@contextlib.contextmanager
+def _erased_on_error(bar: Progress) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        bar.live.transient = True
+        raise
