@@ -18,7 +18,7 @@ class CodeInfo:
     severity: str  # default severity: fail / warn / info
     layer: str  # S R G L D
     name: str
-    title: str  # what a finding of this code found ("no LoRA layers in the model")
+    title: str  # what a finding of this code found ("no trained LoRA layers in the model")
     proves: str = ""  # what the check proves when it passes ("adapter injected")
 
 
@@ -99,7 +99,7 @@ CODES: dict[str, CodeInfo] = {
         _c("A012", "warn", "S", "stale-checkpoint", "an earlier checkpoint of the run"),
         _c("A013", "warn", "S", "tied-embedding-update", "update to tied embeddings"),
         _c("A014", "warn", "S", "quantized-training-base", "trained on a quantized base"),
-        _c("R001", "fail", "R", "adapter-not-injected", "no LoRA layers in the model"),
+        _c("R001", "fail", "R", "adapter-not-injected", "no trained LoRA layers in the model"),
         _c("R002", "fail", "R", "adapter-inactive", "LoRA layers disabled or inactive"),
         _c("R003", "warn", "R", "train-mode", "model in training mode"),
         _c("R004", "fail", "R", "base-arm-contaminated", "'base' object carries LoRA layers"),
