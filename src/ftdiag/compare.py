@@ -144,6 +144,8 @@ def reference_nll(model: Any, tokenizer: Any, prompts: list[str], references: li
     import torch
     import torch.nn.functional as F
 
+    from ftdiag.decode import left_pad
+
     names = adapter_names or [""]
     rows: list[tuple[list[int], int, str]] = []
     for prompt, ref in zip(prompts, references, strict=True):
@@ -155,13 +157,8 @@ def reference_nll(model: Any, tokenizer: Any, prompts: list[str], references: li
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     nll: list[float] = []
     for chunk in _chunks(rows, batch_size):
-        width = max(len(r[0]) for r in chunk)
         keep = max(len(row) - n_prompt for row, n_prompt, _ in chunk) + 1
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for k, (row, _, _) in enumerate(chunk):
-            ids[k, width - len(row):] = torch.tensor(row, dtype=torch.long)
-            mask[k, width - len(row):] = 1
+        ids, mask = left_pad([row for row, _, _ in chunk], pad)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         kwargs = {"adapter_names": [r[2] for r in chunk]} if adapter_names else {}
         with torch.inference_mode():

@@ -250,6 +250,7 @@ def last(ids: torch.Tensor) -> int | torch.Tensor:
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows right-aligned in one [rows, longest] batch of `pad_id`, and their mask."""
     import torch
 
     width = max(len(r) for r in rows)
