@@ -99,12 +99,12 @@ def test_auto_batch_keeps_the_kv_cache_under_the_budget(pair: tuple[Any, Any],
 
     model, tok = pair
     prompts = _prompts() * 8
-    assert auto_batch(model, tok, prompts, 2, 16) == len(prompts)  # tiny model: one batch
     longest = max(len(tok(p)["input_ids"]) for p in prompts)
+    assert auto_batch(model, longest, len(prompts), 2, 16) == len(prompts)  # tiny: one batch
     per_title = kv_bytes_per_token(model) * (longest + 16) * 2
     monkeypatch.setattr(gen, "KV_FLOOR", per_title * 10)
     monkeypatch.setattr(gen, "KV_SHARE", 10**12)  # the floor decides
-    bs = auto_batch(model, tok, prompts, 2, 16)
+    bs = auto_batch(model, longest, len(prompts), 2, 16)
     assert bs * per_title <= gen.KV_FLOOR and -(-len(prompts) // bs) == 4  # 32 titles: 4 x 8
 
 

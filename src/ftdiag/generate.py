@@ -111,27 +111,21 @@ def context_length(model: Any, tokenizer: Any) -> int:
     return min(values) if values else 2048
 
 
-def order_by_length(prompts: list[str], tokenizer: Any) -> list[int]:
-    """Prompt indices sorted by token length, so batches need little padding."""
-    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
-    return sorted(range(len(prompts)), key=lambda i: lengths[i])
-
-
-def auto_batch(model: Any, tokenizer: Any, prompts: list[str], arms: int, max_new: int) -> int:
+def auto_batch(model: Any, longest: int, titles: int, arms: int, max_new: int) -> int:
     """Titles per batch: the fewest even batches whose KV cache each fits the budget.
 
-    The budget (half the weights' bytes, at least KV_FLOOR) bounds the memory a batch adds over
-    the loaded model (the naive A/B adds a whole second model); within it, one big batch is
-    fastest: each decoding step reads every weight once, whatever the batch.
+    longest: tokens in the longest prompt. The budget (half the weights' bytes, at least
+    KV_FLOOR) bounds the memory a batch adds over the loaded model (the naive A/B adds a whole
+    second model); within it, one big batch is fastest: each decoding step reads every weight
+    once, whatever the batch.
     """
     from ftdiag.decode import kv_bytes_per_token
 
-    longest = max((len(tokenizer(p)["input_ids"]) for p in prompts), default=1)
     title = kv_bytes_per_token(model) * (longest + max_new) * max(1, arms)
     budget = max(KV_FLOOR, sum(p.numel() * p.element_size() for p in model.parameters())
                  // KV_SHARE)
-    batches = -(-title * len(prompts) // budget)  # ceil: fewest batches within the budget
-    return max(MIN_BATCH, -(-len(prompts) // max(1, batches)))
+    batches = -(-title * titles // budget)  # ceil: fewest batches within the budget
+    return max(MIN_BATCH, -(-titles // max(1, batches)))
 
 
 def _device(model: Any) -> torch.device:
@@ -146,18 +140,19 @@ def _split(new: torch.Tensor, cfg: GenerationConfig, tokenizer: Any) -> ArmOutpu
     return ArmOutput(kept, tokenizer.decode(kept, skip_special_tokens=True), cut is None)
 
 
-def _generate_rows(model: Any, tokenizer: Any, prompts: list[str], cfg: GenerationConfig,
+def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], cfg: GenerationConfig,
                    adapter_names: list[str] | None) -> list[ArmOutput]:
+    """Completions of the prompts' token rows (one adapter name per row when mixing)."""
     import torch
 
     if not cfg.do_sample:  # greedy: ftdiag.decode (rows leave at EOS, shared prefix run once)
         from ftdiag.decode import greedy
 
-        rows = [tokenizer(p)["input_ids"] for p in prompts]
         new = greedy(model, rows, max_new_tokens=cfg.max_new_tokens or 0, eos=eos_ids(cfg),
                      pad_id=cfg.pad_token_id or 0, adapter_names=adapter_names)
         return [_split(torch.tensor(ids, dtype=torch.long), cfg, tokenizer) for ids in new]
-    enc = tokenizer(prompts, return_tensors="pt", padding=True).to(_device(model))
+    enc = tokenizer.pad({"input_ids": rows}, padding=True,
+                        return_tensors="pt").to(_device(model))
     kwargs: dict[str, Any] = {"adapter_names": adapter_names} if adapter_names else {}
     with torch.inference_mode():
         out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
@@ -199,14 +194,15 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
     import torch
 
     cfg, overridden = generation_config(arms[0].model, tokenizer, settings)
-    order = order_by_length(prompts, tokenizer)
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # batches need little padding
     results: dict[str, list[ArmOutput | None]] = {a.name: [None] * len(prompts) for a in arms}
     groups = arm_groups(arms)
     plan = GenPlan(mixed_batch=any(len(g) > 1 for g in groups))
     total, done = len(prompts) * len(arms), 0
     rank, size = world()
-    bs = settings.batch_size or auto_batch(arms[0].model, tokenizer, prompts, len(arms),
-                                           settings.max_new_tokens)
+    bs = settings.batch_size or auto_batch(arms[0].model, max(map(len, ids), default=1),
+                                           len(prompts), len(arms), settings.max_new_tokens)
     for group in groups:
         torch.manual_seed(settings.seed)
         for start in range(0, len(order), bs):
@@ -215,7 +211,7 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
             idx = split(order[start:start + bs], rank, size)
             if not idx:
                 continue
-            batch = [prompts[i] for i in idx]
+            batch = [ids[i] for i in idx]
             if len(group) > 1:
                 names = [a.adapter or BASE for a in group for _ in idx]
                 outs = _generate_rows(group[0].model, tokenizer, batch * len(group), cfg, names)
@@ -250,7 +246,8 @@ def generate_one(tokenizer: Any, prompt: str, arm: Arm, settings: GenSettings) -
     cfg, _ = generation_config(arm.model, tokenizer, settings)
     torch.manual_seed(settings.seed)
     with arm_context(arm):
-        return _generate_rows(arm.model, tokenizer, [prompt], cfg, None)[0]
+        return _generate_rows(arm.model, tokenizer, [tokenizer(prompt)["input_ids"]], cfg,
+                              None)[0]
 
 
 def prompt_logits(arm: Arm, tokenizer: Any, prompts: list[str]) -> list[torch.Tensor]:
