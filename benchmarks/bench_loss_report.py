@@ -101,11 +101,9 @@ def main() -> None:
     print("start-up, fresh processes that only import (best of 5):")
     rows = [("python", "pass"), ("import ftdiag.cli (typer + command modules)",
                                  "import ftdiag.cli"),
-            ("+ pydantic (typer builds a TypeAdapter per option value)",
-             "import ftdiag.cli, pydantic"),
-            ("+ numpy (the analysis)", "import ftdiag.cli, pydantic, numpy"),
+            ("+ numpy (the analysis)", "import ftdiag.cli, numpy"),
             ("+ rich.console (terminal output, not --json)",
-             "import ftdiag.cli, pydantic, numpy, rich.console")]
+             "import ftdiag.cli, numpy, rich.console")]
     for label, code in rows:
         print(f"  {label:58} {time_import(code):.3f} s")
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")

@@ -42,7 +42,7 @@ def test_loss_report_json_loads_neither_rich_nor_torch(tmp_path: Path) -> None:
                                                  for s in range(1, 80)]}))
     mods = loaded("loss-report", str(state), "--json")
     assert "numpy" in mods  # it did run the analysis
-    assert not mods & {"rich", "torch", "transformers", "ftdiag.render.loss"}
+    assert not mods & {"rich", "torch", "transformers", "pydantic", "ftdiag.render.loss"}
 
 
 def test_static_check_json_loads_no_torch(trained_adapter: Path) -> None:
