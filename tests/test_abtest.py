@@ -76,11 +76,13 @@ def test_base_arm_that_returns_adapter_logits_is_caught(tiny_llama: Path,
     """If disabling LoRA ever silently failed, the logit probe would still catch it."""
     import contextlib
 
+    import ftdiag.adapters.probe as probe
     import ftdiag.generate as gen
 
     loaded = load_base(tiny_llama)
     model = load_adapter(loaded, trained_adapter)
-    monkeypatch.setattr(gen, "adapters_off", lambda m: contextlib.nullcontext())
+    for module in (gen, probe):  # every place that switches the adapters off
+        monkeypatch.setattr(module, "adapters_off", lambda m: contextlib.nullcontext())
     monkeypatch.setattr(gen, "active_lora_layers", lambda m: 0)
     res = run_ab_test(cfg(trained_adapter, tiny_llama), RECORDS[:1], model=model,
                       tokenizer=loaded.tokenizer)

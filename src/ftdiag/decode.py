@@ -301,13 +301,18 @@ def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[i
         return _greedy(model, rows, max_new_tokens, eos, pad_id, names, share_prefix, mix)
 
 
-def next_logits(model: Any, rows: list[list[int]], pad_id: int) -> torch.Tensor:
+def next_logits(model: Any, rows: list[list[int]], pad_id: int,
+                adapter_names: list[str] | None = None) -> torch.Tensor:
     """Next-token logits (fp32, CPU) of each prompt row: `greedy`'s prompt pass, shared prefix
-    run once, without generating."""
+    run once, without generating; adapter_names: one per row, as in `greedy`."""
     import torch
 
-    with torch.inference_mode():
-        logits, *_ = _prompt_pass(model, rows, pad_id, None, RowAdapters(native=True), True, 0)
+    names = list(adapter_names) if adapter_names else None
+    if names:
+        check_names(model, names)
+    with torch.inference_mode(), row_adapters(model) if names else \
+            contextlib.nullcontext(RowAdapters(native=True)) as mix:
+        logits, *_ = _prompt_pass(model, rows, pad_id, names, mix, True, 0)
     return logits[:, -1].float().cpu()
 
 

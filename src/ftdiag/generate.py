@@ -261,13 +261,3 @@ def prompt_logits(arm: Arm, tokenizer: Any, prompts: list[str]) -> list[torch.Te
             logits = arm.model(**enc).logits[0]
         outs.append(logits.float().cpu())
     return outs
-
-
-def mixed_logits(model: Any, tokenizer: Any, prompt: str, names: list[str]) -> list[torch.Tensor]:
-    """Logits of one prompt in a mixed batch, one row per adapter name (the generate path)."""
-    import torch
-
-    enc = tokenizer([prompt] * len(names), return_tensors="pt").to(_device(model))
-    with torch.inference_mode():
-        logits = model(**enc, adapter_names=names).logits
-    return [row.float().cpu() for row in logits]

@@ -28,6 +28,7 @@ class ProbeResult:
     greedy_changed: int
     prompts: int
     per_prompt: list[dict[str, Any]] = field(default_factory=list)
+    off: list[Any] = field(default_factory=list, repr=False)  # adapters-off logits per prompt
 
 
 def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
@@ -48,15 +49,16 @@ def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
     return prompts
 
 
-def last_logits(model: Any, tokenizer: Any, texts: list[str]) -> list[Any]:
+def last_logits(model: Any, tokenizer: Any, texts: list[str],
+                adapter_names: list[str] | None = None) -> list[Any]:
     """Next-token logits (fp32, CPU) of each text, in one batch that runs their shared prefix
-    (the template's system part) once."""
+    (the template's system part) once; adapter_names: a mixed batch, one name per text."""
     from ftdiag.decode import next_logits
 
     if not texts:
         return []
     rows = [tokenizer(t)["input_ids"] for t in texts]
-    return list(next_logits(model, rows, tokenizer.pad_token_id or 0))
+    return list(next_logits(model, rows, tokenizer.pad_token_id or 0, adapter_names))
 
 
 def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
@@ -77,7 +79,7 @@ def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
         max_abs_diff=max((r["max_abs_diff"] for r in rows), default=0.0),
         mean_kl=sum(r["kl"] for r in rows) / max(len(rows), 1),
         greedy_changed=sum(r["greedy_adapter"] != r["greedy_base"] for r in rows),
-        prompts=len(rows), per_prompt=rows)
+        prompts=len(rows), per_prompt=rows, off=off)
 
 
 @dataclass

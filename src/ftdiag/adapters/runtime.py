@@ -13,10 +13,23 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.details import CheckDetails, RuntimeDetails, StatusLine
-from ftdiag.adapters.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
-from ftdiag.adapters.probe import DiskMatch, compare_with_disk, default_probes, logit_probe
+from ftdiag.adapters.live import (
+    BASE,
+    can_mix,
+    lora_b_nonzero,
+    lora_layers,
+    preserved_state,
+)
+from ftdiag.adapters.probe import (
+    DiskMatch,
+    ProbeResult,
+    compare_with_disk,
+    default_probes,
+    last_logits,
+    logit_probe,
+)
 from ftdiag.findings import Finding, Report, finding, passed
-from ftdiag.generate import Arm, GenSettings, generation_config, mixed_logits, prompt_logits
+from ftdiag.generate import Arm, GenSettings, generation_config, prompt_logits
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +69,11 @@ def audit_runtime(model: Any, base: Any = None, tokenizer: Any = None,
     r003 = _train_mode(model, to_eval)
     if tokenizer is not None:
         probes = probes or default_probes(adapter_dir, tokenizer)
-    r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers)
+    probed = _probe_effect(model, tokenizer, probes, layers, status)
+    off = probed.off[:1] if isinstance(probed, ProbeResult) else []
+    r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers, off)
     report.add(_injected(model, layers, matches), _active(status, matches, layers), r003, r004)
-    report.add(_effect(model, tokenizer, probes, layers, status, rt, logit_tol))
+    report.add(_effect(probed, rt, logit_tol))
     report.add(_on_disk(matches, adapter_dir, layers), _sampling(model, tokenizer, settings))
     report.add(_pad_is_eos(tokenizer, adapter_dir))
     adapter_arm = Arm("adapter", model, str(getattr(model, "active_adapter", "default")))
@@ -159,10 +174,11 @@ def _train_mode(model: Any, to_eval: bool) -> Finding:
 
 
 def _base_arm(model: Any, base: Any, tokenizer: Any, probe: list[str],
-              layers: list[tuple[str, Any]]) -> tuple[Finding, Arm]:
+              layers: list[tuple[str, Any]], off_logits: list[Any]) -> tuple[Finding, Arm]:
     """R004: the object used as the base arm carries no LoRA and returns the base's logits.
 
     A contaminated `base` is replaced by the adapters switched off on `model` (one weight copy).
+    off_logits: the probe's next-token logits with the adapters off, when R005 measured them.
     """
     off = Arm("base", model, BASE)
     if not layers:
@@ -189,18 +205,23 @@ def _base_arm(model: Any, base: Any, tokenizer: Any, probe: list[str],
     if bad is not None:
         return bad, arm
     with preserved_state(model):
-        return _probe_base_arm(model, arm, off, tokenizer, probe[0]), arm
+        return _probe_base_arm(model, arm, tokenizer, probe[0], off_logits), arm
 
 
-def _probe_base_arm(model: Any, arm: Arm, off: Arm, tokenizer: Any, probe: str) -> Finding:
-    """R004 on one prompt: the base arm's logits differ from the adapter's when lora_B != 0."""
+def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str, off: list[Any]) -> Finding:
+    """R004 on one prompt: the base arm's logits differ from the adapter's when lora_B != 0.
+
+    The mixed-batch path (base and adapter rows in one batch, as ab-test generates) must give
+    R005's adapters-off logits of the probe (`off`) on its base row.
+    """
     from ftdiag.compare import logit_gap
 
     adapter_name = str(getattr(model, "active_adapter", "default"))
-    mixed = arm.adapter == BASE and can_mix(model)
+    mixed = arm.adapter == BASE and can_mix(model) and bool(off)
     if mixed:
-        got_base, got_adapter = mixed_logits(model, tokenizer, probe, [BASE, adapter_name])
-        path_gap = logit_gap(prompt_logits(off, tokenizer, [probe]), [got_base])
+        got_base, got_adapter = last_logits(model, tokenizer, [probe, probe],
+                                            [BASE, adapter_name])
+        path_gap = logit_gap(off, [got_base])
         if not path_gap.within:
             return finding("R004", "mixed-batch base rows disagree with disable_adapter() "
                            f"(max |Δlogit| {path_gap.max_abs:.3g})", max_abs_diff=path_gap.max_abs)
@@ -217,17 +238,22 @@ def _probe_base_arm(model: Any, arm: Arm, off: Arm, tokenizer: Any, probe: str) 
                   f"{gap.max_abs:.3g}", path=path, max_abs_diff=gap.max_abs)
 
 
-def _effect(model: Any, tokenizer: Any, probes: list[str] | None,
-            layers: list[tuple[str, Any]], st: dict[str, Any], rt: RuntimeDetails,
-            tol: float) -> Finding:
-    """R005: the adapter must change next-token logits on the probe prompts."""
+def _probe_effect(model: Any, tokenizer: Any, probes: list[str] | None,
+                  layers: list[tuple[str, Any]], st: dict[str, Any]) -> ProbeResult | str:
+    """R005's measurement (adapter on vs off on the probe prompts), or why it is skipped."""
     if not layers:
-        return Finding("R005", "skip", "skipped: no LoRA layers (R001)")
+        return "skipped: no LoRA layers (R001)"
     if tokenizer is None:
-        return Finding("R005", "skip", "skipped: no tokenizer given")
+        return "skipped: no tokenizer given"
     if st.get("merged_adapters"):
-        return Finding("R005", "skip", "skipped: adapter merged, no base arm without unmerging")
-    res = logit_probe(model, tokenizer, probes or [])
+        return "skipped: adapter merged, no base arm without unmerging"
+    return logit_probe(model, tokenizer, probes or [])
+
+
+def _effect(res: ProbeResult | str, rt: RuntimeDetails, tol: float) -> Finding:
+    """R005: the adapter must change next-token logits on the probe prompts."""
+    if isinstance(res, str):
+        return Finding("R005", "skip", res)
     rt.probe = {"max_abs_diff": res.max_abs_diff, "mean_kl": res.mean_kl,
                    "greedy_changed": res.greedy_changed, "prompts": res.prompts,
                    "tolerance": tol, "per_prompt": res.per_prompt}
