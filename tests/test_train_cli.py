@@ -93,6 +93,7 @@ def test_a_run_prints_data_table_summary_and_verdict(data: Path, tmp_path: Path,
                 "--max-length", "96", "--target-modules", "q_proj,v_proj")
     assert r.exit_code in (0, 1), r.output
     out = r.stdout
+    assert f"data: {data}\n" in out  # one line, however long the path
     assert "read from file" in out and "dropped: exact duplicate" in out
     assert "more than the 30 records" in out
     assert "training summary" in out and "optimizer steps" in out and "tokens/s" in out

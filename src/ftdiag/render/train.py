@@ -23,7 +23,7 @@ REASON_TEXT = {"empty-title": "empty title", "empty-description": "empty descrip
 
 def data_table(s: DataSummary) -> Table:
     """Records read → used → dropped (by reason) → kept → train/eval."""
-    t = Table(title=f"data: {s.path}", title_justify="left")
+    t = Table()
     t.add_column("records", no_wrap=True)
     t.add_column("count", justify="right")
     t.add_row("read from file", str(s.read))
@@ -42,7 +42,10 @@ def data_table(s: DataSummary) -> Table:
 
 
 def print_data(summary: DataSummary, checks: list[Finding], console: Console) -> None:
-    """The data table and the D0xx checks, printed before training starts."""
+    """The data file, its table and the D0xx checks, printed before training starts.
+
+    The path is a line of its own: as the table's title it would wrap at the table's width."""
+    console.print(f"data: {summary.path}", highlight=False, soft_wrap=True)
     console.print(data_table(summary))
     console.print(checks_table(checks, title="data checks"))
 
@@ -77,7 +80,7 @@ def print_train(r: TrainResult, console: Console) -> None:
     console.print(summary_table(r))
     static = [c for c in r.report.checks if c.code.startswith("A")]
     if static:
-        console.print(checks_table(static, title="static adapter check (A001–A010)"))
+        console.print(checks_table(static, title="static adapter check (A001–A014)"))
     elif "S" in r.report.layers_skipped:
         console.print(f"[dim]static check skipped: {r.report.layers_skipped['S']}[/]")
     console.print(verdict_text(r.report))
