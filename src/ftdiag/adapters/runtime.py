@@ -13,13 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.details import CheckDetails, RuntimeDetails, StatusLine
-from ftdiag.adapters.live import (
-    BASE,
-    can_mix,
-    lora_b_nonzero,
-    lora_layers,
-    preserved_state,
-)
+from ftdiag.adapters.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
 from ftdiag.adapters.probe import (
     DiskMatch,
     ProbeResult,
