@@ -125,3 +125,28 @@ def test_bad_input_exits_2_with_one_line(case: str, tiny_llama: Path, trained_ad
     assert "Traceback" not in out + err
     lines = [line for line in err.splitlines() if line.strip().startswith("error:")]
     assert len(lines) == 1, err
+
+
+def two_adapter_folder(trained_adapter: Path, folder: Path) -> Path:
+    """The trained adapter at the top ('default') and a copy of it as PEFT saves 'other'."""
+    import shutil
+
+    shutil.copytree(trained_adapter, folder)
+    shutil.copytree(trained_adapter, folder / "other", ignore=shutil.ignore_patterns("other"))
+    return folder
+
+
+def test_a_folder_with_more_adapters_says_which_one_ran(tiny_llama: Path, trained_adapter: Path,
+                                                        tmp_path: Path) -> None:
+    folder = two_adapter_folder(trained_adapter, tmp_path / "two")
+    titles = write_titles(tmp_path / "t.txt")
+    args = ("--base", tiny_llama, "--titles", titles, "--max-new-tokens", "4")
+    code, out, _ = ab("--adapter", folder, *args, "--json")
+    warnings = json.loads(out)["details"]["summary"]["warnings"]
+    assert code == 0 and len(warnings) == 1
+    assert "2 adapters ('default', 'other')" in warnings[0]
+    assert f"--adapter {folder / 'other'}" in warnings[0]
+    code, out, _ = ab("--adapter", folder, *args)
+    assert "warning: " in out and "this run uses 'default'" in " ".join(out.split())
+    code, out, _ = ab("--adapter", folder / "other", *args, "--json")
+    assert code == 0 and json.loads(out)["details"]["summary"]["warnings"] == []

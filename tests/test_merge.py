@@ -33,6 +33,22 @@ def test_merged_model_equals_base_plus_adapter(tiny_llama: Path, trained_adapter
         gap = (merged.model(**enc).logits - peft(**enc).logits).abs().max()
     assert float(gap) < 1e-4
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    assert report.details is not None and report.details.notes == []  # type: ignore[attr-defined]
+
+
+def test_a_folder_with_more_adapters_says_which_one_was_merged(tiny_llama: Path,
+                                                               trained_adapter: Path,
+                                                               tmp_path: Path) -> None:
+    import shutil
+
+    folder = shutil.copytree(trained_adapter, tmp_path / "two")
+    shutil.copytree(trained_adapter, folder / "other")
+    res = runner.invoke(app, ["merge", "--adapter", str(folder), "--base", str(tiny_llama),
+                              "--out", str(tmp_path / "merged")])
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.stdout.split())
+    assert "note: " in text and "2 adapters ('default', 'other')" in text
+    assert "this run uses 'default'" in text
 
 
 def test_refuses_non_empty_out_without_force(tiny_llama: Path, trained_adapter: Path,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ftdiag.adapters.folder import other_adapters_note
 from ftdiag.adapters.live import BASE
 from ftdiag.adapters.runtime import RuntimeAudit, audit_runtime
 from ftdiag.compare import (
@@ -280,7 +281,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
         report.add(_merged_check(arms[1], arms[2], prompts[:PROBES], tokenizer, rows))
     warnings = [f"title {i + 1} truncated to fit the context" for i, r in enumerate(rows)
                 if r.truncated]
-    summary.warnings = warnings
+    summary.warnings = [w for w in [other_adapters_note(cfg.adapter_dir)] if w] + warnings
     report.details = AbDetails(summary, rows, tpl.source)
     return ABResult(report, rows, summary)
 

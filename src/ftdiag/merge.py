@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class MergeDetails(Details):
     adapter: str
     probes: int  # probe prompts the merged model was verified on
     dtype: str = "float32"
+    notes: list[str] = field(default_factory=list)
 
 
 def precision_check(base_dir: Path, adapter_dir: Path | None = None) -> Finding:
@@ -94,6 +95,7 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
                   force: bool = False, revision: str | None = None,
                   adapter_revision: str | None = None) -> Report:
     """Merge in fp32, save model + tokenizer to `out` atomically, verify the saved model (B002)."""
+    from ftdiag.adapters.folder import other_adapters_note
     from ftdiag.adapters.preflight import preflight, tokenizer_source
 
     out = Path(out)
@@ -136,7 +138,9 @@ def merge_adapter(adapter_dir: Path | str, base: str | None, out: Path | str,
         del merged, model, plain
         reloaded = AutoModelForCausalLM.from_pretrained(str(tmp), dtype=torch.float32).eval()
         report.add(verify(reference, _logits(reloaded, tokenizer, prompts)))
-    report.details = MergeDetails(str(out), str(base_dir), str(adapter_dir), len(prompts))
+    note = other_adapters_note(adapter_dir)
+    report.details = MergeDetails(str(out), str(base_dir), str(adapter_dir), len(prompts),
+                                  notes=[note] if note else [])
     return report
 
 

@@ -42,6 +42,17 @@ def find_adapters(folder: str | Path) -> list[tuple[str, Path]]:
     return found
 
 
+def other_adapters_note(folder: str | Path) -> str | None:
+    """One line when `folder` holds more adapters than the 'default' one a command loads."""
+    found = find_adapters(folder)
+    others = [(name, path) for name, path in found if name != "default"]
+    if not others or len(found) < 2:
+        return None
+    names = ", ".join(repr(n) for n, _ in found)
+    return (f"{folder} holds {len(found)} adapters ({names}): this run uses 'default' (the files "
+            f"at the top); pass --adapter {others[0][1]} for {others[0][0]!r}")
+
+
 def check_folder(folder: str | Path, base: str | Path | None = None,
                  probes: list[str] | None = None, static_only: bool = False,
                  adapter_revision: str | None = None, **kw: Any) -> FolderCheck:

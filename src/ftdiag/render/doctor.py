@@ -26,6 +26,8 @@ def print_doctor(result: DoctorResult, console: Console) -> None:
     else:
         console.print(f"doctor: {result.run_dir}: no findings")
     console.print(passed_line(result.report.checks))
+    for w in result.sections.ab.summary.warnings if result.sections.ab else []:
+        console.print(Text(f"warning: {w}", style="yellow"))
     table = Table(title="success criteria", title_justify="left")
     table.add_column("", width=1)
     table.add_column("criterion")

@@ -15,6 +15,8 @@ def print_merge(report: Report, console: Console) -> None:
     d = report.details
     if isinstance(d, MergeDetails):
         console.print(Text("merged model: ", style="bold").append(d.out))
+        for note in d.notes:
+            console.print(Text(f"note: {note}", style="yellow"))
     for c in report.checks:
         if c.code == "B002":
             console.print(Text(f"verify: {c.message}", style="green" if c.status == "pass"
