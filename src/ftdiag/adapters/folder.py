@@ -45,12 +45,11 @@ def find_adapters(folder: str | Path) -> list[tuple[str, Path]]:
 def other_adapters_note(folder: str | Path) -> str | None:
     """One line when `folder` holds more adapters than the 'default' one a command loads."""
     found = find_adapters(folder)
-    others = [(name, path) for name, path in found if name != "default"]
-    if not others or len(found) < 2:
+    if len(found) < 2 or found[0][0] != "default":
         return None
     names = ", ".join(repr(n) for n, _ in found)
     return (f"{folder} holds {len(found)} adapters ({names}): this run uses 'default' (the files "
-            f"at the top); pass --adapter {others[0][1]} for {others[0][0]!r}")
+            f"at the top); pass a subfolder for another, e.g. --adapter {found[1][1]}")
 
 
 def check_folder(folder: str | Path, base: str | Path | None = None,
