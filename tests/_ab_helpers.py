@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,10 @@ def merged_dir(tiny_llama: Path, trained_adapter: Path,
 @pytest.fixture
 def titles_jsonl(tmp_path: Path) -> Path:
     return write_titles(tmp_path / "titles.jsonl")
+
+
+def two_adapter_folder(adapter: Path, folder: Path) -> Path:
+    """`adapter` at the top ('default') and a copy of it where PEFT saves an adapter 'other'."""
+    shutil.copytree(adapter, folder)
+    shutil.copytree(adapter, folder / "other")
+    return folder

@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from _ab_helpers import TITLES, write_titles, zero_adapter  # noqa: F401
+from _ab_helpers import TITLES, two_adapter_folder, write_titles, zero_adapter  # noqa: F401
 from typer.testing import CliRunner
 
 from ftdiag.cli import app
@@ -125,15 +125,6 @@ def test_bad_input_exits_2_with_one_line(case: str, tiny_llama: Path, trained_ad
     assert "Traceback" not in out + err
     lines = [line for line in err.splitlines() if line.strip().startswith("error:")]
     assert len(lines) == 1, err
-
-
-def two_adapter_folder(trained_adapter: Path, folder: Path) -> Path:
-    """The trained adapter at the top ('default') and a copy of it as PEFT saves 'other'."""
-    import shutil
-
-    shutil.copytree(trained_adapter, folder)
-    shutil.copytree(trained_adapter, folder / "other", ignore=shutil.ignore_patterns("other"))
-    return folder
 
 
 def test_a_folder_with_more_adapters_says_which_one_ran(tiny_llama: Path, trained_adapter: Path,

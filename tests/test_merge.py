@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from _ab_helpers import two_adapter_folder
 from typer.testing import CliRunner
 
 from ftdiag import tiny
@@ -39,10 +40,7 @@ def test_merged_model_equals_base_plus_adapter(tiny_llama: Path, trained_adapter
 def test_a_folder_with_more_adapters_says_which_one_was_merged(tiny_llama: Path,
                                                                trained_adapter: Path,
                                                                tmp_path: Path) -> None:
-    import shutil
-
-    folder = shutil.copytree(trained_adapter, tmp_path / "two")
-    shutil.copytree(trained_adapter, folder / "other")
+    folder = two_adapter_folder(trained_adapter, tmp_path / "two")
     res = runner.invoke(app, ["merge", "--adapter", str(folder), "--base", str(tiny_llama),
                               "--out", str(tmp_path / "merged")])
     assert res.exit_code == 0, res.output

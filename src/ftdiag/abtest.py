@@ -281,7 +281,8 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
         report.add(_merged_check(arms[1], arms[2], prompts[:PROBES], tokenizer, rows))
     warnings = [f"title {i + 1} truncated to fit the context" for i, r in enumerate(rows)
                 if r.truncated]
-    summary.warnings = [w for w in [other_adapters_note(cfg.adapter_dir)] if w] + warnings
+    note = other_adapters_note(cfg.adapter_dir)
+    summary.warnings = ([note] if note else []) + warnings
     report.details = AbDetails(summary, rows, tpl.source)
     return ABResult(report, rows, summary)
 

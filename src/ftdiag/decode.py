@@ -282,6 +282,20 @@ def _shared_prefix(model: Any, rows: list[list[int]], names: list[str] | None, k
     return skip
 
 
+@contextlib.contextmanager
+def _mixing(model: Any, adapter_names: list[str] | None
+            ) -> Iterator[tuple[list[str] | None, RowAdapters]]:
+    """Inference mode, and the rows' adapters set up when `adapter_names` (checked) are given."""
+    import torch
+
+    names = list(adapter_names) if adapter_names else None
+    if names:
+        check_names(model, names)
+    with torch.inference_mode(), row_adapters(model) if names else \
+            contextlib.nullcontext(RowAdapters(native=True)) as mix:
+        yield names, mix
+
+
 def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[int],
            pad_id: int, adapter_names: list[str] | None = None,
            share_prefix: bool = True) -> list[list[int]]:
@@ -289,15 +303,9 @@ def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[i
 
     rows: prompt token ids (no padding); adapter_names: PEFT's mixed batch, one name per row.
     """
-    import torch
-
     if not rows:
         return []
-    names = list(adapter_names) if adapter_names else None
-    if names:
-        check_names(model, names)
-    with torch.inference_mode(), row_adapters(model) if names else \
-            contextlib.nullcontext(RowAdapters(native=True)) as mix:
+    with _mixing(model, adapter_names) as (names, mix):
         return _greedy(model, rows, max_new_tokens, eos, pad_id, names, share_prefix, mix)
 
 
@@ -305,13 +313,7 @@ def next_logits(model: Any, rows: list[list[int]], pad_id: int,
                 adapter_names: list[str] | None = None) -> torch.Tensor:
     """Next-token logits (fp32, CPU) of each prompt row: `greedy`'s prompt pass, shared prefix
     run once, without generating; adapter_names: one per row, as in `greedy`."""
-    import torch
-
-    names = list(adapter_names) if adapter_names else None
-    if names:
-        check_names(model, names)
-    with torch.inference_mode(), row_adapters(model) if names else \
-            contextlib.nullcontext(RowAdapters(native=True)) as mix:
+    with _mixing(model, adapter_names) as (names, mix):
         logits, *_ = _prompt_pass(model, rows, pad_id, names, mix, True, 0)
     return logits[:, -1].float().cpu()
 

@@ -202,20 +202,21 @@ def _base_arm(model: Any, base: Any, tokenizer: Any, probe: list[str],
         return _probe_base_arm(model, arm, tokenizer, probe[0], off_logits), arm
 
 
-def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str, off: list[Any]) -> Finding:
+def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str,
+                    off_logits: list[Any]) -> Finding:
     """R004 on one prompt: the base arm's logits differ from the adapter's when lora_B != 0.
 
     The mixed-batch path (base and adapter rows in one batch, as ab-test generates) must give
-    R005's adapters-off logits of the probe (`off`) on its base row.
+    R005's adapters-off logits of the probe (`off_logits`) on its base row.
     """
     from ftdiag.compare import logit_gap
 
     adapter_name = str(getattr(model, "active_adapter", "default"))
-    mixed = arm.adapter == BASE and can_mix(model) and bool(off)
+    mixed = arm.adapter == BASE and can_mix(model) and bool(off_logits)
     if mixed:
         got_base, got_adapter = last_logits(model, tokenizer, [probe, probe],
                                             [BASE, adapter_name])
-        path_gap = logit_gap(off, [got_base])
+        path_gap = logit_gap(off_logits, [got_base])
         if not path_gap.within:
             return finding("R004", "mixed-batch base rows disagree with disable_adapter() "
                            f"(max |Δlogit| {path_gap.max_abs:.3g})", max_abs_diff=path_gap.max_abs)
