@@ -176,6 +176,7 @@ def reserved_cache(model: Any, capacity: int) -> Any:
     step copies only its new token into place. Sliding-window and other layer kinds stay as HF
     builds them.
     """
+    import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -217,10 +218,18 @@ def reserved_cache(model: Any, capacity: int) -> Any:
             return self.length
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
+            """Keep the rows at `indices`, copying only the filled part into fresh buffers:
+            the unfilled rest of a reserved buffer is never touched, so it takes no memory."""
             if self.buffers is None or not self.length:
                 return
-            self.buffers = (self.buffers[0].index_select(0, indices),
-                            self.buffers[1].index_select(0, indices))
+
+            def kept(buf: torch.Tensor) -> torch.Tensor:
+                out = buf.new_empty((len(indices), *buf.shape[1:]))
+                torch.index_select(buf[:, :, :self.length], 0, indices,
+                                   out=out[:, :, :self.length])
+                return out
+
+            self.buffers = (kept(self.buffers[0]), kept(self.buffers[1]))
             self.keys, self.values = (b[:, :, :self.length] for b in self.buffers)
 
         def crop(self, tokens_to_remove: int) -> None:
