@@ -219,7 +219,7 @@ def reserved_cache(model: Any, capacity: int) -> Any:
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
             """Keep the rows at `indices`, copying only the filled part into fresh buffers:
-            the unfilled rest of a reserved buffer is never touched, so it takes no memory."""
+            the unfilled rest of the reserve stays untouched, so its pages are never faulted in."""
             if self.buffers is None or not self.length:
                 return
 
