@@ -176,7 +176,6 @@ def reserved_cache(model: Any, capacity: int) -> Any:
     step copies only its new token into place. Sliding-window and other layer kinds stay as HF
     builds them.
     """
-    import torch
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -225,8 +224,7 @@ def reserved_cache(model: Any, capacity: int) -> Any:
 
             def kept(buf: torch.Tensor) -> torch.Tensor:
                 out = buf.new_empty((len(indices), *buf.shape[1:]))
-                torch.index_select(buf[:, :, :self.length], 0, indices,
-                                   out=out[:, :, :self.length])
+                out[:, :, :self.length].copy_(buf[:, :, :self.length].index_select(0, indices))
                 return out
 
             self.buffers = (kept(self.buffers[0]), kept(self.buffers[1]))
