@@ -193,49 +193,51 @@ def reserved_cache(model: Any, capacity: int) -> Any:
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
             start, stop = self.length, self.length + key_states.shape[-2]
-            if self.buffers is None or stop > self.buffers[0].shape[-2]:
-                self._reserve(key_states, value_states, max(capacity, stop + stop // 4))
+            if self.buffers is None:
+                self._refill((key_states[:, :, :0], value_states[:, :, :0]),
+                             max(capacity, stop + stop // 4))
+            elif stop > self.buffers[0].shape[-2]:
+                self._refill(self._filled(), stop + stop // 4)
             assert self.buffers is not None
             for buf, new in zip(self.buffers, (key_states, value_states), strict=True):
                 buf[:, :, start:stop].copy_(new)
             self.length = stop
-            self.keys, self.values = (b[:, :, :stop] for b in self.buffers)
+            self.keys, self.values = self._filled()
             return self.keys, self.values
 
-        def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor,
-                     size: int) -> None:
-            def grown(new: torch.Tensor, old: torch.Tensor | None) -> torch.Tensor:
-                buf = new.new_empty((*new.shape[:2], size, new.shape[-1]))
-                if old is not None and self.length:
-                    buf[:, :, :self.length].copy_(old[:, :, :self.length])
+        def _refill(self, filled: tuple[torch.Tensor, torch.Tensor], size: int) -> None:
+            """Fresh [batch, heads, size, dim] buffers starting with `filled` (the cached
+            positions); the unfilled rest stays untouched, so its pages are never faulted in."""
+            def fresh(part: torch.Tensor) -> torch.Tensor:
+                buf = part.new_empty((*part.shape[:2], size, part.shape[-1]))
+                buf[:, :, :part.shape[-2]].copy_(part)
                 return buf
 
-            old = self.buffers or (None, None)
-            self.buffers = (grown(key_states, old[0]), grown(value_states, old[1]))
+            self.buffers = (fresh(filled[0]), fresh(filled[1]))
+
+        def _filled(self) -> tuple[torch.Tensor, torch.Tensor]:
+            """Views of the buffers' filled part (what `keys`/`values` hold)."""
+            assert self.buffers is not None
+            return self.buffers[0][:, :, :self.length], self.buffers[1][:, :, :self.length]
 
         def get_seq_length(self) -> int:
             return self.length
 
         def batch_select_indices(self, indices: torch.Tensor) -> None:
-            """Keep the rows at `indices`, copying only the filled part into fresh buffers:
-            the unfilled rest of the reserve stays untouched, so its pages are never faulted in."""
+            """Keep the rows at `indices`: only their filled part is copied, into fresh buffers."""
             if self.buffers is None or not self.length:
                 return
-
-            def kept(buf: torch.Tensor) -> torch.Tensor:
-                out = buf.new_empty((len(indices), *buf.shape[1:]))
-                out[:, :, :self.length].copy_(buf[:, :, :self.length].index_select(0, indices))
-                return out
-
-            self.buffers = (kept(self.buffers[0]), kept(self.buffers[1]))
-            self.keys, self.values = (b[:, :, :self.length] for b in self.buffers)
+            keys, values = self._filled()
+            self._refill((keys.index_select(0, indices), values.index_select(0, indices)),
+                         self.buffers[0].shape[-2])
+            self.keys, self.values = self._filled()
 
         def crop(self, tokens_to_remove: int) -> None:
             if tokens_to_remove > 0:
                 raise ValueError("crop takes the number of tokens to remove, as a negative int")
             self.length = max(0, self.length + tokens_to_remove)
             if self.buffers is not None:
-                self.keys, self.values = (b[:, :, :self.length] for b in self.buffers)
+                self.keys, self.values = self._filled()
 
     cache = DynamicCache(config=model.config)
     cache.layers = [ReservedLayer() if type(layer) is DynamicLayer else layer
