@@ -16,7 +16,7 @@ class CodeInfo:
 
     code: str
     severity: str  # default severity: fail / warn / info
-    layer: str  # S R G L D
+    layer: str  # a key of LAYERS
     name: str
     title: str  # what a finding of this code found ("no trained LoRA layers in the model")
     proves: str = ""  # what the check proves when it passes ("adapter injected")
@@ -42,6 +42,7 @@ PROVES = {
     "A012": "latest checkpoint of its run",
     "A013": "tied embeddings left alone",
     "A014": "trained on a full-precision base",
+    "A015": "training changed the adapter",
     "R001": "adapter injected",
     "R002": "adapter active",
     "R003": "eval mode",
@@ -61,11 +62,18 @@ PROVES = {
     "E002": "served adapter is not the base",
     "E003": "served models answer",
     "E004": "served adapter matches local adapter",
+    "E005": "served base arm is the base",
     "X001": "export differs from base",
     "X002": "export delta matches the adapter",
     "X003": "update survives saved precision",
     "X004": "LoRA GGUF matches the adapter",
     "X005": "Modelfile serves the fine-tune",
+    "X006": "export holds no adapter files",
+    "X007": "export config matches its weights",
+    "X008": "export stops where training stopped",
+    "T001": "runtime builds the trained layout",
+    "T002": "runtime applies every adapted module",
+    "T003": "runtime scales as PEFT does",
     "L001": "loss log found",
     "L002": "loss decreased",
     "L003": "loss stable",
@@ -75,6 +83,7 @@ PROVES = {
     "L007": "loss non-zero",
     "L008": "eval loss logged",
     "L009": "LoRA gradients flow",
+    "L010": "gradient norm non-zero",
     "D001": "enough examples",
     "D002": "labels trainable",
     "D003": "EOS trained",
@@ -99,6 +108,7 @@ CODES: dict[str, CodeInfo] = {
         _c("A012", "warn", "S", "stale-checkpoint", "an earlier checkpoint of the run"),
         _c("A013", "warn", "S", "tied-embedding-update", "update to tied embeddings"),
         _c("A014", "warn", "S", "quantized-training-base", "trained on a quantized base"),
+        _c("A015", "fail", "S", "adapter-unchanged", "training left the adapter unchanged"),
         _c("R001", "fail", "R", "adapter-not-injected", "no trained LoRA layers in the model"),
         _c("R002", "fail", "R", "adapter-inactive", "LoRA layers disabled or inactive"),
         _c("R003", "warn", "R", "train-mode", "model in training mode"),
@@ -118,11 +128,23 @@ CODES: dict[str, CodeInfo] = {
         _c("E002", "fail", "E", "served-is-base", "served adapter reproduces the local base"),
         _c("E003", "fail", "E", "served-model-missing", "served model name missing or failing"),
         _c("E004", "warn", "E", "served-drift", "served adapter drifts from the local adapter"),
+        _c("E005", "fail", "E", "served-base-contaminated",
+           "served base arm carries the adapter"),
         _c("X001", "fail", "X", "export-equals-base", "export holds the base weights"),
         _c("X002", "fail", "X", "export-delta-wrong", "export delta differs from the adapter"),
         _c("X003", "warn", "X", "export-precision-loss", "saved precision rounds the update away"),
         _c("X004", "fail", "X", "gguf-adapter-mismatch", "LoRA GGUF disagrees with the adapter"),
         _c("X005", "warn", "X", "modelfile-mismatch", "Modelfile serves base or other prompt"),
+        _c("X006", "fail", "X", "export-has-adapter-files", "merged export still holds adapter files"),
+        _c("X007", "fail", "X", "export-config-inconsistent",
+           "export config contradicts its weights"),
+        _c("X008", "warn", "X", "eos-config-mismatch", "export EOS ids miss the turn's end token"),
+        _c("T001", "fail", "T", "runtime-layout-mismatch",
+           "runtime builds another model layout"),
+        _c("T002", "fail", "T", "runtime-unsupported-modules",
+           "runtime drops adapted modules"),
+        _c("T003", "fail", "T", "runtime-scaling-unsupported",
+           "runtime scales the update unlike PEFT"),
         _c("L001", "fail", "L", "no-loss-log", "no readable loss records"),
         _c("L002", "fail", "L", "loss-not-decreasing", "training loss did not decrease"),
         _c("L003", "warn", "L", "loss-diverging", "loss rises or spikes"),
@@ -132,6 +154,7 @@ CODES: dict[str, CodeInfo] = {
         _c("L007", "fail", "L", "zero-loss", "loss exactly zero"),
         _c("L008", "info", "L", "no-eval", "no eval loss logged"),
         _c("L009", "fail", "L", "no-lora-gradient", "no LoRA gradient after step 1"),
+        _c("L010", "fail", "L", "zero-grad-norm", "gradient norm exactly zero"),
         _c("D001", "warn", "D", "small-dataset", "few training examples"),
         _c("D002", "fail", "D", "no-trainable-labels", "examples with no trainable labels"),
         _c("D003", "warn", "D", "eos-not-trained", "EOS not among trained labels"),
@@ -140,10 +163,10 @@ CODES: dict[str, CodeInfo] = {
 }
 
 # Codes ftdiag uses before the contract adopts them (next free number in their family).
-ADDED_CODES: frozenset[str] = frozenset({"L009"})
+ADDED_CODES: frozenset[str] = frozenset()
 
 LAYERS = {"S": "static", "R": "runtime", "G": "generation", "L": "logs", "D": "data",
-          "E": "endpoint", "X": "export"}
+          "E": "endpoint", "X": "export", "T": "target runtime"}
 _RANK = {"skip": -1, "pass": 0, "info": 1, "warn": 2, "fail": 3}
 
 
