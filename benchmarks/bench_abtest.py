@@ -51,28 +51,28 @@ TITLES = [
 
 def make_adapter(out: Path) -> Path:
     """A LoRA adapter on SmolLM2 with small random (non-zero) lora_B, so the arms differ."""
-    from ftdiag.tiny import save_random_adapter
+    from ftdiag.testing.tiny import save_random_adapter
 
     return save_random_adapter(BASE, out, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 def prompts(n: int, tokenizer: Any) -> list[str]:
-    from ftdiag.templates import PromptTemplate
+    from ftdiag.prompts.template import PromptTemplate
 
     return [PromptTemplate().render(t, tokenizer) for t in TITLES[:n]]
 
 
 PHASES = (  # (label, module, attribute): what ftdiag's process spends its time on
     ("preflight (static checks)", "ftdiag.adapters.preflight", "preflight"),
-    ("load base", "ftdiag.models", "load_base"),
-    ("load adapter (PEFT)", "ftdiag.models", "load_adapter"),
-    ("runtime checks (R layer)", "ftdiag.abtest", "audit_runtime"),
+    ("load base", "ftdiag.model.load", "load_base"),
+    ("load adapter (PEFT)", "ftdiag.model.load", "load_adapter"),
+    ("runtime checks (R layer)", "ftdiag.abtest.local", "audit_runtime"),
     ("  of which R004 guard", "ftdiag.adapters.runtime", "_probe_base_arm"),
     ("  of which R005 probes", "ftdiag.adapters.runtime", "logit_probe"),
     ("  of which disk compare", "ftdiag.adapters.runtime", "compare_with_disk"),
-    ("generation", "ftdiag.abtest", "generate_arms"),
-    ("reference NLL", "ftdiag.abtest", "_reference_metrics"),
-    ("rendering (--json)", "ftdiag.commands.ab", "emit"),
+    ("generation", "ftdiag.abtest.local", "generate_arms"),
+    ("reference NLL", "ftdiag.abtest.local", "_reference_metrics"),
+    ("rendering (--json)", "ftdiag.cli.ab_test", "emit"),
 )
 
 
@@ -113,7 +113,7 @@ def run_ftdiag(adapter: str, titles: str, new: int, batch: int) -> dict[str, Any
     import torch  # noqa: F401
     from transformers import AutoModelForCausalLM  # noqa: F401
 
-    import ftdiag.cli
+    import ftdiag.cli.app
 
     timing: dict[str, float] = {}
     for label, module, attr in PHASES:
@@ -126,7 +126,7 @@ def run_ftdiag(adapter: str, titles: str, new: int, batch: int) -> dict[str, Any
     old, sys.argv = sys.argv, argv
     try:
         with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
-            ftdiag.cli.app()  # main() without its exit: the child exits as main does, below
+            ftdiag.cli.app.app()  # main() without its exit: the child exits as main does, below
     finally:
         sys.argv = old
     doc = json.loads(buf.getvalue())
@@ -143,7 +143,7 @@ def run_naive(adapter: str, n: int, new: int) -> dict[str, Any]:
     """The naive way: base and base+adapter loaded separately, one prompt at a time."""
     import torch
 
-    from ftdiag.models import load_adapter, load_base
+    from ftdiag.model.load import load_adapter, load_base
 
     t0 = time.perf_counter()
     base = load_base(BASE)
@@ -172,7 +172,7 @@ def run_one() -> dict[str, Any]:
     """The yardstick: one loaded model and one short generate."""
     import torch
 
-    from ftdiag.models import load_base
+    from ftdiag.model.load import load_base
 
     base = load_base(BASE)
     enc = base.tokenizer(prompts(1, base.tokenizer)[0], return_tensors="pt")
@@ -200,7 +200,7 @@ def child(args: argparse.Namespace) -> None:
     out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(out))
     if args.mode == "ftdiag":  # as `ftdiag` itself exits (cli.main): no interpreter teardown
-        from ftdiag.cli import exit_now
+        from ftdiag.cli.app import exit_now
 
         exit_now(0)
 

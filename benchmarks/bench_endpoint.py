@@ -23,11 +23,11 @@ from pathlib import Path
 
 from bench_abtest import TITLES  # the same titles as the local ab-test benchmark
 
-from ftdiag.endpoint import EndpointConfig, EndpointSpec, run_endpoint_test
-from ftdiag.endpoint.client import fetch
-from ftdiag.endpoint.local_server import start, stop
-from ftdiag.models import resolve_model_dir
-from ftdiag.records import Record
+from ftdiag.abtest.client import EndpointConfig, fetch
+from ftdiag.abtest.served import EndpointSpec, run_endpoint_test
+from ftdiag.demo.local_server import start, stop
+from ftdiag.model.load import resolve_model_dir
+from ftdiag.prompts.records import Record
 
 
 def timed_run(url: str, base: str, adapter: str, records: list[Record], new_tokens: int,

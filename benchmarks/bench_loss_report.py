@@ -48,7 +48,7 @@ def make_state(path: Path, entries: int = ENTRIES) -> Path:
 
 
 def time_library(path: Path, repeats: int = 3) -> float:
-    from ftdiag.convergence import loss_report
+    from ftdiag.loss.analysis import loss_report
 
     best = float("inf")
     for _ in range(repeats):
@@ -99,11 +99,11 @@ def main() -> None:
     plain = time_cli("--help", env={**os.environ, "TYPER_USE_RICH": "0"})
     print(f"  the same with Typer's plain (non-Rich) help, TYPER_USE_RICH=0: {plain:.3f} s")
     print("start-up, fresh processes that only import (best of 5):")
-    rows = [("python", "pass"), ("import ftdiag.cli (typer + command modules)",
-                                 "import ftdiag.cli"),
-            ("+ numpy (the analysis)", "import ftdiag.cli, numpy"),
+    rows = [("python", "pass"), ("import ftdiag.cli.app (typer + command modules)",
+                                 "import ftdiag.cli.app"),
+            ("+ numpy (the analysis)", "import ftdiag.cli.app, numpy"),
             ("+ rich.console (terminal output, not --json)",
-             "import ftdiag.cli, numpy, rich.console")]
+             "import ftdiag.cli.app, numpy, rich.console")]
     for label, code in rows:
         print(f"  {label:58} {time_import(code):.3f} s")
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end")

@@ -110,7 +110,7 @@ def run_cli(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str
 
 def run(layout: Layout, repeats: int = 3) -> None:
     """Synthesize `layout`, time the CLI `repeats` times and the library call twice; print."""
-    from ftdiag.adapters import check_adapter
+    from ftdiag.adapters.check import check_adapter
 
     with tempfile.TemporaryDirectory() as tmp:
         base, adapter = synthesize(Path(tmp), layout)

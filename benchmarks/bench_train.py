@@ -84,7 +84,7 @@ def matmul_params(model: Any) -> int:
 
 
 def bench_ftdiag(base: str, records: int, steps: int, warmup: int, work: Path) -> float:
-    from ftdiag.train import TrainConfig, train
+    from ftdiag.training.recipe import TrainConfig, train
 
     clock = Clock(warmup)
     train(TrainConfig(data=SAMPLE, out=work / "ftdiag", base=base, records=records,
@@ -100,8 +100,8 @@ def bench_trl(base_dir: Path, records: int, steps: int, warmup: int, work: Path)
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from ftdiag.records import read_records
-    from ftdiag.templates import load_template
+    from ftdiag.prompts.records import read_records
+    from ftdiag.prompts.template import load_template
 
     tmpl = load_template()
     tok = AutoTokenizer.from_pretrained(str(base_dir))
@@ -128,9 +128,9 @@ def bench_plain(base_dir: Path, records: int, steps: int, warmup: int) -> tuple[
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    from ftdiag.data import prepare_data, set_training_pad
-    from ftdiag.templates import load_template
-    from ftdiag.train import Collator, as_features
+    from ftdiag.prompts.template import load_template
+    from ftdiag.training.data import prepare_data, set_training_pad
+    from ftdiag.training.recipe import Collator, as_features
 
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     set_training_pad(tok)
@@ -191,10 +191,16 @@ def bench_batching(base: str, records: int, steps: int, warmup: int, work: Path,
 
     from transformers import DataCollatorWithFlattening, Trainer, set_seed
 
-    from ftdiag.data import prepare_data, set_training_pad
-    from ftdiag.models import load_tokenizer, resolve_model_dir
-    from ftdiag.templates import load_template
-    from ftdiag.train import Collator, TrainConfig, as_features, build_model, training_args
+    from ftdiag.model.load import load_tokenizer, resolve_model_dir
+    from ftdiag.prompts.template import load_template
+    from ftdiag.training.data import prepare_data, set_training_pad
+    from ftdiag.training.recipe import (
+        Collator,
+        TrainConfig,
+        as_features,
+        build_model,
+        training_args,
+    )
 
     base_dir = resolve_model_dir(base)
     tok = load_tokenizer(base_dir)
@@ -226,10 +232,10 @@ def main_batching(args: argparse.Namespace, peak: float) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ftdiag.data import prepare_data, set_training_pad
-    from ftdiag.models import load_tokenizer, resolve_model_dir
-    from ftdiag.templates import load_template
-    from ftdiag.train import as_features
+    from ftdiag.model.load import load_tokenizer, resolve_model_dir
+    from ftdiag.prompts.template import load_template
+    from ftdiag.training.data import prepare_data, set_training_pad
+    from ftdiag.training.recipe import as_features
 
     base_dir = resolve_model_dir(args.base)
     tok = load_tokenizer(base_dir)
@@ -276,8 +282,8 @@ def main() -> None:
                     help="pad share; length-grouped vs random vs packed batches")
     args = ap.parse_args()
 
-    from ftdiag.cli import quiet_libraries
-    from ftdiag.models import resolve_model_dir
+    from ftdiag.cli.app import quiet_libraries
+    from ftdiag.model.load import resolve_model_dir
 
     quiet_libraries()
     base_dir = resolve_model_dir(args.base)

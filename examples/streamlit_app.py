@@ -14,14 +14,14 @@ from typing import Any
 
 import streamlit as st
 
-from ftdiag.abtest import ABConfig, run_ab_test
+from ftdiag.abtest.local import ABConfig, run_ab_test
 from ftdiag.adapters.details import details_of
 from ftdiag.adapters.runtime import audit_model
-from ftdiag.compare import word_diff
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report
-from ftdiag.models import load_adapter, load_base
-from ftdiag.records import Record
+from ftdiag.generation.metrics import word_diff
+from ftdiag.model.load import load_adapter, load_base
+from ftdiag.prompts.records import Record
 from ftdiag.render.findings import check_name
 
 # Material icons ship with Streamlit's own font: no emoji font needed. The word follows the icon.

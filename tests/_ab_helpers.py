@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ftdiag import tiny
+from ftdiag.testing import tiny
 
 TITLES = ["Steel bottle", "Cotton shirt", "USB cable", "Frying pan"]
 REFS = ["A durable steel bottle that keeps drinks cold all day.",
@@ -49,7 +49,7 @@ def zero_adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def merged_dir(tiny_llama: Path, trained_adapter: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ftdiag.merge import merge_adapter
+    from ftdiag.export.merge import merge_adapter
 
     out = tmp_path_factory.mktemp("merged") / "merged"
     report = merge_adapter(trained_adapter, str(tiny_llama), out)

@@ -90,7 +90,7 @@ def train_tiny(out: Path, *, steps: int = 40, report_to: list[str] | None = None
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from ftdiag import tiny
+    from ftdiag.testing import tiny
 
     tok = tiny.build_tokenizer()
     model = tiny.build_model("llama", vocab_size=len(tok))

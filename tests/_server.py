@@ -1,6 +1,6 @@
 """A real `transformers serve` (OpenAI-compatible) in a subprocess, serving local model folders.
 
-One server per test session (ftdiag.endpoint.local_server); it is stopped by its PID.
+One server per test session (ftdiag.demo.local_server); it is stopped by its PID.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ftdiag.endpoint.local_server import LocalServer, free_port, launch, stop, wait_ready
+from ftdiag.demo.local_server import LocalServer, free_port, launch, stop, wait_ready
 
 Server = LocalServer
 
@@ -32,7 +32,7 @@ def halve_alpha_merge(base: Path, adapter: Path, work: Path) -> Path:
     """The adapter merged at half its scale (wrong alpha at export time)."""
     import json
 
-    from ftdiag.merge import merge_adapter
+    from ftdiag.export.merge import merge_adapter
 
     bad = work / "adapter-half-alpha"
     shutil.copytree(adapter, bad)

@@ -14,7 +14,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from ftdiag import tiny
+from ftdiag.testing import tiny
 
 REAL_CACHE = Path(os.environ.get("FTDIAG_CACHE") or Path.home() / ".cache" / "ftdiag")
 

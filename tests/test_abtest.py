@@ -10,10 +10,11 @@ import pytest
 import torch
 from _ab_helpers import REFS, TITLES, merged_dir, zero_adapter  # noqa: F401
 
-from ftdiag.abtest import ABConfig, run_ab_test
-from ftdiag.models import load_adapter, load_base
-from ftdiag.records import Record
-from ftdiag.templates import META_FILE, PromptTemplate
+from ftdiag.abtest.local import ABConfig, run_ab_test
+from ftdiag.model.load import load_adapter, load_base
+from ftdiag.prompts.records import Record
+from ftdiag.prompts.template import PromptTemplate
+from ftdiag.runmeta import META_FILE
 
 RECORDS = [Record(t, r) for t, r in zip(TITLES, REFS, strict=True)]
 
@@ -77,7 +78,7 @@ def test_base_arm_that_returns_adapter_logits_is_caught(tiny_llama: Path,
     import contextlib
 
     import ftdiag.adapters.probe as probe
-    import ftdiag.generate as gen
+    import ftdiag.generation.arms as gen
 
     loaded = load_base(tiny_llama)
     model = load_adapter(loaded, trained_adapter)

@@ -11,7 +11,7 @@ import pytest
 from _ab_helpers import TITLES, two_adapter_folder, write_titles, zero_adapter  # noqa: F401
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 runner = CliRunner()
 

@@ -11,7 +11,7 @@ from _variants import build_adapter
 from typer.testing import CliRunner
 
 from ftdiag.adapters.folder import find_adapters
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 runner = CliRunner()
 

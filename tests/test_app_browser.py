@@ -47,7 +47,7 @@ def app_paths(tiny_llama: Path, trained_adapter: Path,
         env = {k: os.environ.get(f"FTDIAG_APP_{k.upper()}", "") for k in ("base", "adapter",
                                                                           "merged")}
         return {k: v for k, v in env.items() if v}
-    from ftdiag.merge import merge_adapter
+    from ftdiag.export.merge import merge_adapter
 
     merged = tmp_path_factory.mktemp("merged") / "merged"
     assert merge_adapter(trained_adapter, str(tiny_llama), merged).verdict == "pass"
@@ -129,7 +129,7 @@ FULLY_VISIBLE = """el => {
 def audit(app_paths: dict[str, str]) -> Any:
     """The adapter status the page should show, computed here (module scope: the real cache)."""
     from ftdiag.adapters.runtime import audit_model
-    from ftdiag.models import load_adapter, load_base
+    from ftdiag.model.load import load_adapter, load_base
 
     loaded = load_base(app_paths.get("base", "smollm2-135m"))
     return audit_model(load_adapter(loaded, app_paths["adapter"]), tokenizer=loaded.tokenizer,

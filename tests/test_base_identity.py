@@ -12,10 +12,10 @@ from _adapter_fixtures import copy_adapter, edit_config
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from ftdiag import tiny
 from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.adapters.static import run_static
-from ftdiag.cli import app
+from ftdiag.cli.app import app
+from ftdiag.testing import tiny
 
 
 def a008(adapter: Path, base: Path) -> list[dict]:

@@ -11,7 +11,7 @@ from _train_helpers import toy_records
 from typer.testing import CliRunner
 
 from ftdiag import FtdiagCallback, FtdiagCheckError
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 from ftdiag.findings import Finding
 
 TARGETS = ["q_proj", "v_proj"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ftdiag.causes import CAUSES, rank_causes
+from ftdiag.doctor.causes import CAUSES, rank_causes
 from ftdiag.findings import CODES, finding, passed
 
 

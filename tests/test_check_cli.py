@@ -10,7 +10,7 @@ import pytest
 from _adapter_fixtures import WEIGHTS, copy_adapter, edit_config, rewrite, zero_b, zero_b_layer
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 runner = CliRunner()
 
@@ -102,7 +102,7 @@ def test_missing_weights_is_a001_not_an_error(trained_adapter: Path, tmp_path: P
 
 
 def test_adapter_for_a_bigger_base_shows_shapes(tiny_llama: Path, tmp_path: Path) -> None:
-    from ftdiag import tiny
+    from ftdiag.testing import tiny
 
     big = tiny.save_base(tmp_path / "big", "llama", hidden=64)
     adapter = tiny.train_toy_adapter(big, tmp_path / "a", steps=1)

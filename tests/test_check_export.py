@@ -11,8 +11,8 @@ from _adapter_fixtures import copy_adapter, edit_config, rewrite, scale_b
 from _export_fixtures import copy_weight, merge_to, save_base_as, status
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.export import check_export
+from ftdiag.cli.app import app
+from ftdiag.export.check import check_export
 
 runner = CliRunner()
 

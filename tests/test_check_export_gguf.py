@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from _export_fixtures import merge_to, status, write_merged_gguf
 
-from ftdiag.export import check_export
+from ftdiag.export.check import check_export
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +45,7 @@ def test_truncated_gguf_is_one_line_exit_2(merged: Path, tiny_llama: Path,
                                            trained_adapter: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from ftdiag.cli import app
+    from ftdiag.cli.app import app
 
     f = write_merged_gguf(merged, tmp_path / "cut.gguf", "F32")
     f.write_bytes(f.read_bytes()[: f.stat().st_size * 2 // 3])

@@ -9,8 +9,8 @@ from _adapter_fixtures import copy_adapter, rewrite, scale_b
 from _export_fixtures import write_lora_gguf
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.export import check_export
+from ftdiag.cli.app import app
+from ftdiag.export.check import check_export
 
 runner = CliRunner()
 

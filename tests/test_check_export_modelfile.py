@@ -8,10 +8,10 @@ import pytest
 from _export_fixtures import merge_to, write_lora_gguf
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.export import check_export
+from ftdiag.cli.app import app
+from ftdiag.export.check import check_export
 from ftdiag.export.modelfile import parse_modelfile, render_go
-from ftdiag.templates import DEFAULT_TEMPLATE, SYSTEM_PROMPT
+from ftdiag.prompts.template import DEFAULT_TEMPLATE, SYSTEM_PROMPT
 
 runner = CliRunner()
 TEMPLATE = '''TEMPLATE """[SYSTEM]

@@ -11,7 +11,7 @@ from _adapter_fixtures import copy_adapter, double_prefix, rewrite, scale_b, zer
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from ftdiag import audit_model, check_adapter
-from ftdiag.models import load_base
+from ftdiag.model.load import load_base
 
 
 @pytest.fixture(params=["llama", "gpt2"])
@@ -171,7 +171,7 @@ def test_probe_leaves_the_model_as_it_was(pair: tuple[Path, Path]) -> None:
 
 
 def test_shape_mismatch_skips_runtime_with_reason(tiny_llama: Path, tmp_path: Path) -> None:
-    from ftdiag import tiny
+    from ftdiag.testing import tiny
 
     big = tiny.save_base(tmp_path / "big", "llama", hidden=64)
     adapter = tiny.train_toy_adapter(big, tmp_path / "a", steps=1)

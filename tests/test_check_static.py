@@ -25,10 +25,10 @@ from _adapter_fixtures import (
 )
 from safetensors.torch import load_file
 
-from ftdiag import tiny
 from ftdiag.adapters.static import run_static
 from ftdiag.adapters.stats import delta_norm
 from ftdiag.errors import FtdiagError
+from ftdiag.testing import tiny
 
 ARCHS = ["llama", "gpt2"]
 
@@ -272,7 +272,7 @@ def test_static_check_does_not_import_torch(trained_adapter: Path, tiny_llama: P
     import subprocess
     import sys
 
-    code = ("import sys; from ftdiag.adapters import check_adapter; "
+    code = ("import sys; from ftdiag.adapters.check import check_adapter; "
             f"r = check_adapter({str(trained_adapter)!r}, {str(tiny_llama)!r}, static_only=True); "
             "assert r.verdict == 'pass', r.codes(); assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftdiag.compare import (
+from ftdiag.generation.metrics import (
     first_divergence,
     logit_gap,
     reference_nll,
@@ -66,9 +66,9 @@ def test_logit_gap_tolerance_scales_with_logits() -> None:
 
 def test_reference_nll_is_lower_under_the_trained_adapter(tiny_llama: Path,
                                                          trained_adapter: Path) -> None:
-    from ftdiag.generate import BASE
-    from ftdiag.models import load_adapter, load_base
-    from ftdiag.tiny import TOY_TEXTS
+    from ftdiag.generation.arms import BASE
+    from ftdiag.model.load import load_adapter, load_base
+    from ftdiag.testing.tiny import TOY_TEXTS
 
     loaded = load_base(tiny_llama)
     model = load_adapter(loaded, trained_adapter)
@@ -85,8 +85,8 @@ def test_reference_nll_is_lower_under_the_trained_adapter(tiny_llama: Path,
 def test_reference_nll_batched_equals_each_row_alone(tiny_llama: Path,
                                                      trained_adapter: Path) -> None:
     """Left padding + last-positions-only logits give each row's own full-logits NLL."""
-    from ftdiag.generate import BASE
-    from ftdiag.models import load_adapter, load_base
+    from ftdiag.generation.arms import BASE
+    from ftdiag.model.load import load_adapter, load_base
 
     loaded = load_base(tiny_llama)
     model, tok = load_adapter(loaded, trained_adapter), loaded.tokenizer

@@ -9,9 +9,9 @@ import pytest
 from _adapter_fixtures import copy_adapter, edit_config, rewrite
 from typer.testing import CliRunner
 
-from ftdiag.adapters import check_adapter
+from ftdiag.adapters.check import check_adapter
 from ftdiag.adapters.static import run_static
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 ARCHS = ["llama", "gpt2", "qwen2"]
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from _loss_helpers import curve, eval_curve, history, write_run, write_state
 
-from ftdiag.convergence import analyse, guess_lr_schedule, loss_report, rolling_median, trend
-from ftdiag.logs import LossLog, read_loss_log
+from ftdiag.loss.analysis import analyse, guess_lr_schedule, loss_report, rolling_median, trend
+from ftdiag.loss.read import LossLog, read_loss_log
 
 PROBLEMS = {"L001", "L002", "L003", "L004", "L005", "L006", "L007"}
 
@@ -209,7 +209,7 @@ def test_all_nan_loss_is_l004_without_a_trend(tmp_path: Path) -> None:
 
 
 def test_run_labels_name_the_run_not_the_file() -> None:
-    from ftdiag.convergence import run_labels
+    from ftdiag.loss.analysis import run_labels
 
     paths = [Path("/x/lr-1/trainer_state.json"), Path("/x/lr-2/checkpoint-40"),
              Path("/x/lr-3/runs/Nov28_host/events.out.tfevents.1.host"), Path("/x/lr-4/runs"),

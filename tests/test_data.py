@@ -1,4 +1,4 @@
-"""ftdiag.data: filtering with reasons, the title split, labels, D001–D004, the sample data."""
+"""ftdiag.training.data: filtering with reasons, the title split, labels, D001–D004, sample data."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 from _train_helpers import toy_records, write_jsonl
 
-from ftdiag import tiny
-from ftdiag.data import (
+from ftdiag.errors import FtdiagError
+from ftdiag.prompts.records import Record
+from ftdiag.prompts.template import PromptTemplate
+from ftdiag.testing import tiny
+from ftdiag.training.data import (
     IGNORE,
     DataSummary,
     data_checks,
@@ -23,9 +26,6 @@ from ftdiag.data import (
     split_by_title,
     tokenize,
 )
-from ftdiag.errors import FtdiagError
-from ftdiag.records import Record
-from ftdiag.templates import PromptTemplate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -1,4 +1,4 @@
-"""ftdiag.decode's greedy loop = HF generate: left padding, mixed adapters, early EOS."""
+"""ftdiag.generation.decode's greedy loop = HF generate: left padding, mixed adapters, early EOS."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from ftdiag.decode import common_prefix, greedy, kv_bytes_per_token, row_adapters
-from ftdiag.generate import BASE, Arm, GenSettings, auto_batch, generate_arms
-from ftdiag.models import load_adapter, load_base
-from ftdiag.templates import DEFAULT_TEMPLATE
+from ftdiag.generation.arms import BASE, Arm, GenSettings, auto_batch, generate_arms
+from ftdiag.generation.decode import common_prefix, greedy, kv_bytes_per_token, row_adapters
+from ftdiag.model.load import load_adapter, load_base
+from ftdiag.prompts.template import DEFAULT_TEMPLATE
 
 TITLES = ["Steel bottle", "A very long title about a cotton shirt for men and women", "Pan",
           "USB cable 2m"]
@@ -95,7 +95,7 @@ def test_common_prefix_leaves_one_token_per_row() -> None:
 
 def test_auto_batch_keeps_the_kv_cache_under_the_budget(pair: tuple[Any, Any],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    import ftdiag.generate as gen
+    import ftdiag.generation.arms as gen
 
     model, tok = pair
     prompts = _prompts() * 8
@@ -166,7 +166,7 @@ def test_reserved_cache_matches_dynamic_cache(pair: tuple[Any, Any], capacity: i
     """Growing past the reserve (capacity 1) or not, and after rows leave: HF's cache's numbers."""
     from transformers import DynamicCache
 
-    from ftdiag.decode import reserved_cache
+    from ftdiag.generation.decode import reserved_cache
 
     model, tok = pair
     base = model.get_base_model()
@@ -186,7 +186,7 @@ def test_reserved_cache_matches_dynamic_cache(pair: tuple[Any, Any], capacity: i
 
 def test_next_logits_equal_a_plain_forward_per_prompt(pair: tuple[Any, Any]) -> None:
     """The probes' prompt pass (shared prefix once, left padding) = each prompt alone."""
-    from ftdiag.decode import next_logits
+    from ftdiag.generation.decode import next_logits
 
     model, tok = pair
     rows = [tok(p)["input_ids"] for p in _prompts()]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftdiag import tiny
-from ftdiag.cli import app
-from ftdiag.doctor import run_doctor
+from ftdiag.cli.app import app
+from ftdiag.doctor.run import run_doctor
+from ftdiag.testing import tiny
 
 
 def _trainer_state(losses: list[float], eval_losses: list[float]) -> dict:

@@ -13,7 +13,7 @@ from _server import ServedModels, Server, openai_server, served_models  # noqa: 
 from test_json_schema import _pin
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 runner = CliRunner()
 TOKENS = "12"

@@ -12,8 +12,8 @@ from _ab_helpers import write_titles
 from _server import free_port
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.endpoint.client import base_url, parse_extra
+from ftdiag.abtest.client import base_url, parse_extra
+from ftdiag.cli.app import app
 from ftdiag.errors import FtdiagError
 
 runner = CliRunner()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ftdiag.endpoint.demo import run_serve_demo
-from ftdiag.records import Record
+from ftdiag.demo.serve import run_serve_demo
+from ftdiag.prompts.records import Record
 
 
 def test_serve_demo_passes_the_export_and_catches_the_wrong_name(

@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from ftdiag.atomic import atomic_dir, write_json
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import ADDED_CODES, CODES, LAYERS, Report, finding, passed
-from ftdiag.models import load_base, resolve_model_dir
-from ftdiag.templates import DEFAULT_TEMPLATE, load_template
+from ftdiag.model.load import load_base, resolve_model_dir
+from ftdiag.prompts.template import DEFAULT_TEMPLATE, load_template
 
 CONTRACT = Path(__file__).resolve().parents[2] / "shared" / "FAILURE_MODES.md"
 

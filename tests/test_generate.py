@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import torch
 
-from ftdiag.adapters.live import BASE, active_lora_layers, adapters_off, can_mix, lora_layers
-from ftdiag.generate import Arm, GenSettings, generate_arms, generate_one, generation_config
-from ftdiag.models import load_adapter, load_base
-from ftdiag.templates import DEFAULT_TEMPLATE
+from ftdiag.generation.arms import Arm, GenSettings, generate_arms, generate_one, generation_config
+from ftdiag.model.live import BASE, active_lora_layers, adapters_off, can_mix, lora_layers
+from ftdiag.model.load import load_adapter, load_base
+from ftdiag.prompts.template import DEFAULT_TEMPLATE
 
 TITLES = ["Steel bottle", "A very long title about a cotton shirt for men and women", "Pan"]
 
@@ -89,7 +89,7 @@ def test_merged_layers_cannot_mix_and_fall_back_to_separate_passes(
 
 
 def test_eos_cuts_the_output_and_clears_hit_max(pair: tuple[Any, Any]) -> None:
-    from ftdiag.generate import _split
+    from ftdiag.generation.arms import _split
 
     _, tok = pair
     cfg, _ = generation_config(pair[0], tok, GenSettings(max_new_tokens=4))

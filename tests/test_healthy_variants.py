@@ -8,8 +8,8 @@ import pytest
 from _variants import VARIANTS, build_adapter
 from typer.testing import CliRunner
 
-from ftdiag.adapters import check_adapter
-from ftdiag.cli import app
+from ftdiag.adapters.check import check_adapter
+from ftdiag.cli.app import app
 
 ARCHS = ["llama", "gpt2", "qwen2"]
 

@@ -20,10 +20,10 @@ from _adapter_fixtures import copy_adapter, edit_config
 from _hub_fixtures import cache_repo, fake_commit
 from typer.testing import CliRunner
 
-from ftdiag import tiny
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 from ftdiag.errors import FtdiagError
-from ftdiag.models import resolve_adapter_dir, resolve_model_dir
+from ftdiag.model.load import resolve_adapter_dir, resolve_model_dir
+from ftdiag.testing import tiny
 
 runner = CliRunner()
 BASE_ID = "tiny-org/tiny-llama"
@@ -216,7 +216,7 @@ def test_training_on_a_hub_id_records_the_id_not_the_cache_path(cached_base: Pat
                                                                 tmp_path: Path) -> None:
     import torch
 
-    from ftdiag.train import TrainConfig, build_model
+    from ftdiag.training.recipe import TrainConfig, build_model
 
     cfg = TrainConfig(data=tmp_path / "unused.json", out=tmp_path / "out", base=BASE_ID,
                       revision="main")
@@ -232,7 +232,7 @@ def test_check_export_with_adapter_and_base_as_hub_ids(
         tmp_path: Path) -> None:
     from _export_fixtures import merge_to
 
-    from ftdiag.export import check_export
+    from ftdiag.export.check import check_export
 
     merged = merge_to(tiny_llama, trained_adapter, tmp_path / "merged")
     adapter = edit_config(copy_adapter(trained_adapter, tmp_path / "a"),

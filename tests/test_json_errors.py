@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 runner = CliRunner()
 

@@ -18,8 +18,8 @@ from _loss_helpers import write_run
 from _train_helpers import toy_records, write_jsonl
 from typer.testing import CliRunner
 
-from ftdiag import tiny
-from ftdiag.cli import app
+from ftdiag.cli.app import app
+from ftdiag.testing import tiny
 
 SCHEMAS = Path(__file__).parent / "schemas"
 OPAQUE = {"evidence"}
@@ -74,7 +74,7 @@ def test_check_adapter_static_only_json_keys(trained_adapter: Path, tiny_llama: 
 
 
 def test_ab_test_json_keys(trained_adapter: Path, tiny_llama: Path, tmp_path: Path) -> None:
-    from ftdiag.merge import merge_adapter
+    from ftdiag.export.merge import merge_adapter
 
     merged = tmp_path / "merged"
     merge_adapter(trained_adapter, str(tiny_llama), merged)

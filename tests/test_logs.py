@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from _loss_helpers import healthy, history, train_tiny, write_state
 
-from ftdiag.convergence import loss_report
 from ftdiag.errors import FtdiagError
-from ftdiag.logs import read_loss_log
+from ftdiag.loss.analysis import loss_report
+from ftdiag.loss.read import read_loss_log
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ import pytest
 from _loss_helpers import healthy, history, write_state
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.convergence import loss_report
+from ftdiag.cli.app import app
 from ftdiag.errors import FtdiagError
-from ftdiag.logs import read_loss_log
-from ftdiag.render.loss import config_text
+from ftdiag.loss.analysis import loss_report
+from ftdiag.loss.read import read_loss_log
+from ftdiag.render.loss_report import config_text
 
 if importlib.util.find_spec("wandb") is None or importlib.util.find_spec("mlflow") is None:
     pytest.skip("needs the wandb and mlflow extras (make install)", allow_module_level=True)
@@ -118,7 +118,7 @@ def run_fresh(code: str) -> None:
 
 
 def test_wandb_read_does_not_import_wandb(hf_runs: Path) -> None:
-    code = ("import sys; from ftdiag.logs import read_loss_log; "
+    code = ("import sys; from ftdiag.loss.read import read_loss_log; "
             f"log = read_loss_log({str(_wandb_runs(hf_runs)[0])!r}); "
             "assert len(log.train) == 40; assert 'wandb' not in sys.modules, 'imported'")
     run_fresh(code)
@@ -138,7 +138,7 @@ def test_wandb_missing_names_the_extra(hf_runs: Path, monkeypatch: pytest.Monkey
 # --- MLflow ------------------------------------------------------------------------------------
 
 def test_mlflow_sqlite_run_matches_the_trainer_state(hf_runs: Path) -> None:
-    from ftdiag.logsources.mlflow_run import read_mlflow_run
+    from ftdiag.loss.sources.mlflow_run import read_mlflow_run
 
     state = read_loss_log(hf_runs / "out" / "checkpoint-40" / "trainer_state.json")
     log = read_mlflow_run(str(hf_runs / "mlflow.db"), _mlflow_run_id(hf_runs))
@@ -281,14 +281,14 @@ def test_axolotl_output_dir(tmp_path: Path) -> None:
 
 def test_plain_sources_do_not_import_wandb_or_mlflow(tmp_path: Path) -> None:
     run = write_llamafactory(tmp_path / "saves")
-    code = ("import sys; from ftdiag.convergence import loss_report; "
+    code = ("import sys; from ftdiag.loss.analysis import loss_report; "
             f"loss_report([{str(run)!r}]); "
             "bad = {'wandb', 'mlflow'} & set(sys.modules); assert not bad, bad")
     run_fresh(code)
 
 
 def test_config_names_are_normalised_without_taking_a_model_configs_alpha() -> None:
-    from ftdiag.logsources.runconfig import normalise
+    from ftdiag.loss.sources.runconfig import normalise
 
     wandb_like = {"learning_rate": 1e-3, "max_steps": -1, "rope_scaling": {"alpha": 4.0},
                   "peft_config": {"default": {"r": 8, "lora_alpha": 16}}}

@@ -12,9 +12,9 @@ from _loss_helpers import curve, eval_curve, history, write_run, write_state
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.convergence import loss_report
-from ftdiag.render.loss import plot_text, print_loss_report
+from ftdiag.cli.app import app
+from ftdiag.loss.analysis import loss_report
+from ftdiag.render.loss_report import plot_text, print_loss_report
 
 runner = CliRunner()
 

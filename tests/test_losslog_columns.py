@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ftdiag.losslog import ArraySeries, column, from_records
+from ftdiag.loss.log import ArraySeries, column, from_records
 
 
 def _pairs(series: object) -> list[tuple[int, float]]:
@@ -40,7 +40,7 @@ def test_from_records_series_equal_plain_lists() -> None:
 
 
 def test_array_series_is_a_read_only_view_for_the_analysis() -> None:
-    from ftdiag.convergence import _arrays
+    from ftdiag.loss.analysis import _arrays
 
     series = ArraySeries(np.array([1, 2]), np.array([0.5, 0.25]))
     steps, values = _arrays(series)

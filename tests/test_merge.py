@@ -9,11 +9,11 @@ import torch
 from _ab_helpers import two_adapter_folder
 from typer.testing import CliRunner
 
-from ftdiag import tiny
-from ftdiag.cli import app
-from ftdiag.merge import merge_adapter
-from ftdiag.models import load_adapter, load_base
-from ftdiag.templates import DEFAULT_TEMPLATE
+from ftdiag.cli.app import app
+from ftdiag.export.merge import merge_adapter
+from ftdiag.model.load import load_adapter, load_base
+from ftdiag.prompts.template import DEFAULT_TEMPLATE
+from ftdiag.testing import tiny
 
 runner = CliRunner()
 

@@ -11,8 +11,8 @@ from _adapter_fixtures import copy_adapter, edit_config
 from _variants import build_adapter
 
 from ftdiag.adapters.static import run_static
+from ftdiag.export.merge import precision_check
 from ftdiag.findings import Finding
-from ftdiag.merge import precision_check
 
 
 def check(adapter: Path, base: Path | None, code: str) -> Finding:

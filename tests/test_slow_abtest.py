@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
-from ftdiag.tiny import save_random_adapter
+from ftdiag.cli.app import app
+from ftdiag.testing.tiny import save_random_adapter
 
 TITLES = ["Stainless Steel Insulated Water Bottle 750ml", "Wireless Bluetooth Headphones",
           "Organic Cotton T-Shirt for Men"]

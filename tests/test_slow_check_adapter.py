@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ftdiag.adapters import check_adapter
-from ftdiag.models import EMBEDDED_NAME, load_tokenizer, resolve_model_dir
+from ftdiag.adapters.check import check_adapter
+from ftdiag.model.load import EMBEDDED_NAME, load_tokenizer, resolve_model_dir
 
 pytestmark = pytest.mark.slow
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ftdiag import tiny
-from ftdiag.export import check_export
-from ftdiag.models import embedded_gguf_path
+from ftdiag.export.check import check_export
+from ftdiag.model.load import embedded_gguf_path
+from ftdiag.testing import tiny
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ftdiag.models import resolve_model_dir
+from ftdiag.model.load import resolve_model_dir
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ftdiag.train import TrainConfig, TrainResult, train
+from ftdiag.training.recipe import TrainConfig, TrainResult, train
 
 SAMPLE = Path(__file__).resolve().parents[1] / "src/ftdiag/samples/amazon_titles_sample.json"
 pytestmark = pytest.mark.slow
@@ -67,8 +67,8 @@ def test_static_check_passes(run: TrainResult) -> None:
 def test_outputs_differ_from_base_and_move_towards_references(run: TrainResult) -> None:
     from peft import PeftModel
 
-    from ftdiag.models import load_base
-    from ftdiag.templates import recorded_template
+    from ftdiag.model.load import load_base
+    from ftdiag.prompts.template import recorded_template
 
     loaded = load_base("smollm2-135m")
     template = recorded_template(run.out_dir)

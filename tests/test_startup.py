@@ -13,7 +13,7 @@ PROBE = """
 import atexit, json, sys
 atexit.register(lambda: sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n"))
 sys.argv = ["ftdiag", *sys.argv[1:]]
-from ftdiag.cli import main
+from ftdiag.cli.app import main
 main()
 """
 
@@ -42,7 +42,7 @@ def test_loss_report_json_loads_neither_rich_nor_torch(tmp_path: Path) -> None:
                                                  for s in range(1, 80)]}))
     mods = loaded("loss-report", str(state), "--json")
     assert "numpy" in mods  # it did run the analysis
-    assert not mods & {"rich", "torch", "transformers", "pydantic", "ftdiag.render.loss"}
+    assert not mods & {"rich", "torch", "transformers", "pydantic", "ftdiag.render.loss_report"}
 
 
 def test_static_check_json_loads_no_torch(trained_adapter: Path) -> None:

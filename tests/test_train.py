@@ -1,4 +1,5 @@
-"""ftdiag.train on the tiny Llama: it learns, writes every output, protects --out, resumes."""
+"""ftdiag.training.recipe on the tiny Llama: it learns, writes every output, protects --out,
+resumes."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ from transformers import Trainer, TrainerCallback
 
 from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.errors import FtdiagError
-from ftdiag.train import FINAL_TMP, TrainConfig, TrainResult, train
-from ftdiag.train_callbacks import NoLoraGradientError, TrainingInterrupted
+from ftdiag.training.callbacks import NoLoraGradientError, TrainingInterrupted
+from ftdiag.training.recipe import FINAL_TMP, TrainConfig, TrainResult, train
 
 
 def _cfg(data: Path, out: Path, base: Path, **kw: Any) -> TrainConfig:

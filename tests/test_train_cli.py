@@ -9,7 +9,7 @@ import pytest
 from _train_helpers import toy_records, write_jsonl
 from typer.testing import CliRunner
 
-from ftdiag.cli import app
+from ftdiag.cli.app import app
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from ftdiag.findings import Finding, Report
 
 def check_adapter(*args: Any, **kwargs: Any) -> Report:
     """Run check-adapter's layered checks on a saved adapter (see ftdiag.adapters)."""
-    from ftdiag.adapters import check_adapter as _check
+    from ftdiag.adapters.check import check_adapter as _check
 
     return _check(*args, **kwargs)
 

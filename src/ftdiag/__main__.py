@@ -1,5 +1,5 @@
 """`python -m ftdiag` runs the CLI (also under torchrun / accelerate launch -m ftdiag)."""
 
-from ftdiag.cli import main
+from ftdiag.cli.app import main
 
 main()

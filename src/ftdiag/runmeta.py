@@ -1,44 +1,34 @@
-"""The parts of ftdiag_meta.json every training path records: base identity, tokenizer, versions.
+"""ftdiag_meta.json, the evidence a run records beside its adapter: its one reader and writer.
 
-`ftdiag train` and `FtdiagCallback` write the same keys, so check-adapter, loss-report and doctor
-read one layout whoever trained the run.
+`ftdiag train` and `FtdiagCallback` write it (training.meta builds the records), `merge` copies it;
+check-adapter, ab-test, loss-report and doctor read it.
 """
 
 from __future__ import annotations
 
-import time
+import json
 from pathlib import Path
 from typing import Any
 
+from ftdiag import atomic
 
-def created() -> str:
-    """UTC time stamp of the meta file."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def base_identity(base_dir: Path | None) -> dict[str, Any]:
-    """The base's config hash and weights fingerprint (A008 compares them later)."""
-    from ftdiag.adapters.fingerprint import weights_fingerprint
-    from ftdiag.models import config_hash
-
-    return {"base_config_hash": config_hash(base_dir) if base_dir else None,
-            "base_fingerprint": weights_fingerprint(base_dir) if base_dir else None}
+META_FILE = "ftdiag_meta.json"
 
 
-def tokenizer_facts(tokenizer: Any) -> dict[str, Any]:
-    """pad/eos tokens and ids as the run saw them (R009, D003)."""
-    return {key: getattr(tokenizer, key, None)
-            for key in ("pad_token", "pad_token_id", "eos_token", "eos_token_id")}
+def read_meta(adapter_dir: Path | str) -> dict[str, Any]:
+    """ftdiag_meta.json written by `ftdiag train` beside the adapter, or {} when absent."""
+    path = Path(adapter_dir) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
-def library_versions() -> dict[str, str]:
-    """Installed versions of the libraries a run depends on."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out: dict[str, str] = {}
-    for pkg in ("ftdiag", "torch", "transformers", "peft", "trl", "accelerate", "datasets"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+def write_meta(folder: Path | str, meta: dict[str, Any]) -> Path:
+    """Write `meta` as the folder's ftdiag_meta.json atomically (never half-written)."""
+    path = Path(folder) / META_FILE
+    atomic.write_json(path, meta)
+    return path

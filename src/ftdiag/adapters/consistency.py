@@ -9,7 +9,7 @@ from ftdiag.adapters.files import AdapterFiles
 from ftdiag.adapters.keys import AdapterModule, target_matches
 from ftdiag.adapters.stats import pattern_value
 from ftdiag.findings import Finding, finding, passed
-from ftdiag.templates import read_meta
+from ftdiag.runmeta import read_meta
 
 HINT = ("PEFT refuses or mis-scales such an adapter: re-save it with "
         "PeftModel.save_pretrained, or fix adapter_config.json to match the weights")
@@ -55,7 +55,7 @@ def provenance_checks(files: AdapterFiles, modules: dict[str, AdapterModule], ot
 def try_load_adapter(loaded: Any, adapter_dir: str | Path) -> tuple[Any, Finding | None]:
     """The PeftModel on `loaded` base, or (None, A011 with PEFT's reason) when PEFT refuses it."""
     from ftdiag.errors import FtdiagError
-    from ftdiag.models import load_adapter
+    from ftdiag.model.load import load_adapter
 
     try:
         return load_adapter(loaded, adapter_dir), None

@@ -8,7 +8,7 @@ from ftdiag.adapters.files import AdapterFiles
 from ftdiag.adapters.keys import AdapterModule
 from ftdiag.adapters.stats import base_weight_index
 from ftdiag.findings import Finding, finding, passed
-from ftdiag.models import read_config
+from ftdiag.model.load import read_config
 
 INPUT = ("embed_tokens", "wte", "word_embeddings")
 OUTPUT = ("lm_head", "embed_out")

@@ -56,8 +56,8 @@ def check_folder(folder: str | Path, base: str | Path | None = None,
                  probes: list[str] | None = None, static_only: bool = False,
                  adapter_revision: str | None = None, **kw: Any) -> FolderCheck:
     """check-adapter on every adapter in `folder` (one section each); a Hub id is fetched first."""
-    from ftdiag.adapters import check_adapter
-    from ftdiag.models import resolve_adapter_dir
+    from ftdiag.adapters.check import check_adapter
+    from ftdiag.model.load import resolve_adapter_dir
 
     folder = resolve_adapter_dir(folder, adapter_revision)
     found = find_adapters(folder) or [("default", Path(folder))]

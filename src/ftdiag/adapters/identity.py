@@ -8,8 +8,8 @@ from typing import Any
 
 from ftdiag.adapters.fingerprint import weights_fingerprint
 from ftdiag.findings import Finding, finding, passed
-from ftdiag.models import EMBEDDED_NAME, is_embedded_name
-from ftdiag.templates import read_meta
+from ftdiag.model.load import EMBEDDED_NAME, is_embedded_name
+from ftdiag.runmeta import read_meta
 
 HINT = "pass the base the adapter was trained on (--base), or re-train on this one"
 

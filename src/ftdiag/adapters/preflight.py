@@ -13,7 +13,7 @@ from ftdiag.adapters.files import read_adapter
 from ftdiag.adapters.static import TINY_DELTA, run_static
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
-from ftdiag.models import resolve_adapter_dir, resolve_model_dir
+from ftdiag.model.load import resolve_adapter_dir, resolve_model_dir
 
 # Static failures after which no text generated with the adapter can be trusted.
 BLOCKING = frozenset({"A001", "A002", "A004", "A006", "A007", "A008", "A009", "A011"})

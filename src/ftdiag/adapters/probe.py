@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from ftdiag.adapters.live import adapters_off, preserved_state
+from ftdiag.model.live import adapters_off, preserved_state
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class ProbeResult:
 def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
     """Product titles rendered with the default template and the recorded one (if any)."""
     from ftdiag.errors import FtdiagError
-    from ftdiag.templates import load_template, recorded_template
+    from ftdiag.prompts.template import load_template, recorded_template
 
     templates = [load_template()]
     if adapter_dir is not None and (rec := recorded_template(adapter_dir)) is not None:
@@ -53,7 +53,7 @@ def last_logits(model: Any, tokenizer: Any, texts: list[str],
                 adapter_names: list[str] | None = None) -> list[Any]:
     """Next-token logits (fp32, CPU) of each text, in one batch that runs their shared prefix
     (the template's system part) once; adapter_names: a mixed batch, one name per text."""
-    from ftdiag.decode import next_logits
+    from ftdiag.generation.decode import next_logits
 
     if not texts:
         return []

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.findings import Finding, finding, passed
-from ftdiag.models import read_config
+from ftdiag.model.load import read_config
 
 QUANT_NAME = re.compile(r"(bnb|[-_](?:4|8)bit|\bnf4\b|gptq|\bawq\b|hqq|quanto|exl2)",
                         re.IGNORECASE)

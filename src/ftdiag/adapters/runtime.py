@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.details import CheckDetails, RuntimeDetails, StatusLine
-from ftdiag.adapters.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
 from ftdiag.adapters.probe import (
     DiskMatch,
     ProbeResult,
@@ -23,7 +22,8 @@ from ftdiag.adapters.probe import (
     logit_probe,
 )
 from ftdiag.findings import Finding, Report, finding, passed
-from ftdiag.generate import Arm, GenSettings, generation_config, prompt_logits
+from ftdiag.generation.arms import Arm, GenSettings, generation_config, prompt_logits
+from ftdiag.model.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str,
     The mixed-batch path (base and adapter rows in one batch, as ab-test generates) must give
     R005's adapters-off logits of the probe (`off_logits`) on its base row.
     """
-    from ftdiag.compare import logit_gap
+    from ftdiag.generation.metrics import logit_gap
 
     adapter_name = str(getattr(model, "active_adapter", "default"))
     mixed = arm.adapter == BASE and can_mix(model) and bool(off_logits)

@@ -16,7 +16,7 @@ from typing import Any
 
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, finding, passed
-from ftdiag.templates import SYSTEM_PROMPT, PromptTemplate, recorded_template
+from ftdiag.prompts.template import SYSTEM_PROMPT, PromptTemplate, recorded_template
 
 INSTRUCTIONS = {"FROM", "ADAPTER", "TEMPLATE", "SYSTEM", "PARAMETER", "MESSAGE", "LICENSE",
                 "REQUIRES"}

@@ -7,7 +7,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from ftdiag.demo import DemoResult
+from ftdiag.demo.run import DemoResult
 from ftdiag.render.doctor import print_doctor
 from ftdiag.render.findings import checks_table
 

@@ -9,8 +9,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.abtest import ABRow
-from ftdiag.doctor import DoctorResult
+from ftdiag.abtest.local import ABRow
+from ftdiag.doctor.run import DoctorResult
 from ftdiag.render.findings import checks_table, mark, passed_line, verdict_text
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from rich.console import Console
 from rich.text import Text
 
+from ftdiag.export.merge import MergeDetails
 from ftdiag.findings import Report
-from ftdiag.merge import MergeDetails
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
 
 

@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ftdiag.data import DataSummary
 from ftdiag.findings import Finding
 from ftdiag.render.console import err
 from ftdiag.render.findings import checks_table, verdict_text
-from ftdiag.train import TrainResult
-from ftdiag.train_callbacks import StepFn, StepInfo
+from ftdiag.training.callbacks import StepFn, StepInfo
+from ftdiag.training.data import DataSummary
+from ftdiag.training.recipe import TrainResult
 
 REASON_TEXT = {"empty-title": "empty title", "empty-description": "empty description",
                "duplicate": "exact duplicate", "truncated": "description truncated away"}

@@ -1,0 +1,1 @@
+"""train, and what FtdiagCallback reuses: the recipe, its data, its live checks and callbacks."""
