@@ -81,10 +81,6 @@ class ProgressCallback(TrainerCallback):
                          tokens / elapsed if elapsed > 0 else 0.0, elapsed))
 
 
-class NoLoraGradientError(FtdiagError):
-    """Raised after the first backward pass when no LoRA parameter received a gradient."""
-
-
 class GradCheckCallback(TrainerCallback):
     """Fail fast when, after step 1, no LoRA parameter has a non-zero gradient (L009)."""
 
@@ -100,7 +96,7 @@ class GradCheckCallback(TrainerCallback):
         self.stats = asdict(stats)
         self.check = check = gradient_check(stats)
         if check.status == "fail":
-            raise NoLoraGradientError(check.message, hint=check.hint)
+            raise FtdiagCheckError([check], "step 1")
 
 
 class InterruptCallback(TrainerCallback):
