@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo demo-fast test test-fast test-browser app-screenshot lint bench clean
+.PHONY: install llama-cpp demo demo-fast test test-fast test-browser app-screenshot lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -17,13 +17,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# llama.cpp's llama-server and LoRA converter, built once from the pinned llama-cpp-python sdist
+# into $$FTDIAG_CACHE (about 10-20 min on 2 cores; tests/test_llamacpp.py runs them)
+llama-cpp: $(STAMP)
+	$(BIN)/python tests/_llamacpp.py build
+
 demo: $(STAMP)
 	$(BIN)/ftdiag demo
 
 demo-fast: $(STAMP)
 	$(BIN)/ftdiag demo --fast
 
-test: $(STAMP)
+test: $(STAMP) llama-cpp
 	$(BIN)/python -m pytest -q
 
 test-fast: $(STAMP)

@@ -155,6 +155,7 @@ def ensure_built(cache: Path | None = None, *, jobs: int | None = None) -> Llama
         for stale in target.parent.glob(f".{target.name}.partial-*"):
             shutil.rmtree(stale, ignore_errors=True)  # left by a killed build (we hold the lock)
         work = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+        work.chmod(0o755)  # mkdtemp makes it 0700
         try:
             seconds = _build(work, jobs or os.cpu_count() or 2)
             stamp = {"llama_cpp_python": LLAMA_CPP_PYTHON, "llama_cpp_commit": LLAMA_CPP_COMMIT,
@@ -251,16 +252,17 @@ def _wait_healthy(handle: ServerHandle, deadline: float) -> None:
 
 def start_server(model: Path, *, lora: Sequence[Path] = (), extra_args: Sequence[str] = (),
                  log: Path | None = None, ctx_size: int = 2048, slots: int = 1,
-                 threads: int | None = None, timeout: float = 120.0,
+                 threads: int = 1, timeout: float = 120.0,
                  llama: LlamaCpp | None = None) -> ServerHandle:
     """Start llama-server on a free loopback port and wait until /health says ok."""
+    # threads=1: ggml's OpenMP threads spin-wait, so 2 threads on 2 busy cores run 2-3x slower
     llama = llama or ensure_built()
     port = free_port()
     if log is None:
         log = Path(tempfile.mkstemp(prefix="llama-server-", suffix=".log")[1])
     cmd = [str(llama.server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
            "--ctx-size", str(ctx_size), "--parallel", str(slots), "--no-webui",
-           "--threads", str(threads or os.cpu_count() or 2)]
+           "--threads", str(threads)]
     for adapter in lora:
         cmd += ["--lora", str(adapter)]  # one flag each: --lora splits its value on commas
     cmd += list(extra_args)

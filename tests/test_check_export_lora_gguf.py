@@ -54,3 +54,28 @@ def test_cli_exit_1_and_json(trained_adapter: Path, tiny_llama: Path, tmp_path: 
     res = runner.invoke(app, ["check-export", str(f), "--adapter", str(trained_adapter),
                               "--base", str(tiny_llama)], env={"COLUMNS": "140"})
     assert res.exit_code == 1 and "X004" in res.stdout and "LoRA GGUF" in res.stdout
+
+
+def test_a_wrong_alpha_hint_gives_the_numbers_that_fix_it(trained_adapter: Path,
+                                                          tiny_llama: Path,
+                                                          tmp_path: Path) -> None:
+    """llama.cpp scales by alpha/r: the hint names the alpha to write and the --lora-scaled."""
+    f = write_lora_gguf(trained_adapter, tiny_llama, tmp_path / "lora.gguf", alpha=4.0)
+    hint = x004(check_export(f, trained_adapter, str(tiny_llama))).hint
+    assert f"gguf-set-metadata {f} adapter.lora.alpha 8" in hint
+    assert f"--lora-scaled {f} 2;" in hint
+
+
+def test_alpha_pattern_that_no_single_alpha_carries_says_merge(trained_adapter: Path,
+                                                               tiny_llama: Path,
+                                                               tmp_path: Path) -> None:
+    import json
+
+    adapter = copy_adapter(trained_adapter, tmp_path / "pattern")
+    cfg = json.loads((adapter / "adapter_config.json").read_text())
+    cfg["alpha_pattern"] = {"q_proj": cfg["lora_alpha"] * 2}
+    (adapter / "adapter_config.json").write_text(json.dumps(cfg))
+    f = write_lora_gguf(trained_adapter, tiny_llama, tmp_path / "lora.gguf")
+    found = x004(check_export(f, adapter, str(tiny_llama)))
+    assert found.status == "fail" and "2 different ones" in found.hint
+    assert "ftdiag merge" in found.hint and "serve it as" not in found.hint

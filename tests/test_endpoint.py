@@ -58,6 +58,11 @@ def test_served_merged_adapter_reproduces_the_local_adapter(
     assert all(r["outputs"]["served-base"] == r["outputs"]["base"] for r in rows)
     assert rep["details"]["endpoint"]["listed_models"] is not None
     assert str(m.merged) in rep["details"]["endpoint"]["listed_models"]
+    endpoint = rep["details"]["endpoint"]
+    assert endpoint["runtime"] == "transformers serve"  # detected from its /openapi.json
+    assert endpoint["requests"]["served-adapter"] == {"model": str(m.merged),
+                                                      "chosen_by": "given"}
+    assert set(status(rep, "E005")) == {"pass"}  # the served base reproduces the local base
     _pin("ab-test-endpoint", rep)  # --json keys pinned like every command's
 
 
@@ -93,6 +98,24 @@ def test_unknown_model_name_is_e003_with_the_servers_answer(
     assert [f["evidence"]["model"] for f in e003] == [str(missing)]
     assert e003[0]["evidence"]["error"].startswith("HTTP 5")
     assert status(rep, "E001") == ["skip"]
+
+
+def test_an_unknown_hub_id_is_e003_before_the_server_blocks_on_it(
+        live: tuple[Server, ServedModels], titles: Path) -> None:
+    """transformers serve would retry a download of an unknown Hub id and stall every request."""
+    import time
+
+    server, m = live
+    start = time.monotonic()
+    code, rep = ab(server, m.base, "no-such-org/no-such-model", titles)  # default --timeout
+    took = time.monotonic() - start
+    assert code == 1
+    e003 = [f for f in rep["findings"] if f["code"] == "E003"]
+    assert [f["evidence"]["model"] for f in e003] == ["no-such-org/no-such-model"]
+    assert "would try to download it" in e003[0]["message"]
+    assert set(status(rep, "E001") + status(rep, "E005")) == {"skip"}
+    assert took < 120, took  # the issue's bound; nothing was sent, so seconds
+    assert server.proc.poll() is None  # the server still runs
 
 
 def test_request_extra_goes_to_the_adapters_requests_only(

@@ -83,8 +83,8 @@ def test_a_server_that_never_answers_is_a_timeout_exit_2(titles: Path, silent: s
 
 
 @pytest.mark.parametrize("args, text", [
-    (["--served-adapter", "b"], "same thing"),
-    (["--served-adapter", "b", "--base-request-extra", "{}"], "same thing"),
+    (["--served-adapter", "b", "--request-extra", "{}", "--base-request-extra", "{}"],
+     "same thing"),
     (["--request-extra", "[1]"], "JSON object"),
     (["--request-extra", "{oops"], "not JSON"),
 ])
@@ -93,10 +93,10 @@ def test_bad_options_are_one_line_exit_2(titles: Path, args: list[str], text: st
     assert code == 2 and text in one_error_line(err)
 
 
-def test_missing_served_names_and_adapter(titles: Path) -> None:
-    res = runner.invoke(app, ["ab-test", "--endpoint", "http://127.0.0.1:9", "--titles",
-                              str(titles)])
-    assert res.exit_code == 2 and "--served-base" in one_error_line(res.stderr)
+def test_without_names_the_server_is_asked_first(titles: Path) -> None:
+    res = runner.invoke(app, ["ab-test", "--endpoint", f"http://127.0.0.1:{free_port()}",
+                              "--titles", str(titles)])
+    assert res.exit_code == 2 and "cannot reach" in one_error_line(res.stderr)
     res = runner.invoke(app, ["ab-test", "--titles", str(titles)])
     assert res.exit_code == 2 and "--adapter" in one_error_line(res.stderr)
 

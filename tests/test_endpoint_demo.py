@@ -18,7 +18,8 @@ def test_serve_demo_passes_the_export_and_catches_the_wrong_name(
                           max_new_tokens=8)
     assert demo.report.verdict == "pass", [c.message for c in demo.report.checks]
     healthy = {c.code: c.status for c in demo.healthy.report.checks if c.code.startswith("E")}
-    assert healthy == {"E001": "pass", "E002": "pass", "E003": "pass", "E004": "pass"}
+    assert healthy == {"E001": "pass", "E002": "pass", "E003": "pass", "E004": "pass",
+                       "E005": "pass"}
     assert demo.wrong.report.codes() >= {"E001", "E002"}
     assert demo.wrong.reference is demo.healthy.reference  # the local pair ran once
     assert demo.healthy.summary is not None and demo.healthy.summary.url == demo.url

@@ -1,9 +1,10 @@
 """Greedy completions from an OpenAI-compatible server (vLLM, llama-server, TGI, transformers).
 
-The `openai` client does the HTTP work (timeouts, retries with backoff); requests run concurrently
-under a semaphore. What the user cannot fix by retrying (no server, a timeout, an answer that is
-not OpenAI's) is one FtdiagError; what one model name's requests return as an HTTP error is kept
-as evidence (E003), not raised.
+The `openai` client does the HTTP work; requests run concurrently under a semaphore, after one
+probe request per arm. Nothing is retried (a retry multiplies the load on a struggling server),
+and a whole-run deadline bounds the wait. What the user cannot fix by retrying (no server, a
+timeout, an answer that is not OpenAI's) is one FtdiagError naming the arm; what one model
+name's requests return as an HTTP error is kept as evidence (E003), not raised.
 """
 
 from __future__ import annotations
@@ -26,13 +27,21 @@ class EndpointConfig:
     url: str
     api_key: str | None = None
     chat: bool = False  # /v1/chat/completions (server's chat template) instead of /v1/completions
-    request_extra: dict[str, Any] = field(default_factory=dict)  # adapter requests (lora, ...)
-    base_request_extra: dict[str, Any] = field(default_factory=dict)  # base requests
+    request_extra: dict[str, Any] | None = None  # adapter requests (lora, ...); None: not given
+    base_request_extra: dict[str, Any] | None = None  # base requests; None: not given
     max_tokens: int = 128
     seed: int = 0
     concurrency: int = 8
     timeout: float = 120.0
-    retries: int = 2
+    retries: int = 0  # never multiply the load on a struggling server
+    deadline: float | None = None  # the whole run; None: from the requests and the timeout
+
+    def run_deadline(self, requests: int) -> float:
+        """Seconds the whole run may take: a probe round, then the rounds of the fan-out."""
+        if self.deadline is not None:
+            return self.deadline
+        rounds = 1 + -(-requests // max(1, self.concurrency))
+        return self.timeout * rounds + 5.0
 
 
 @dataclass
@@ -82,14 +91,29 @@ def make_client(cfg: EndpointConfig) -> Any:
                        max_retries=cfg.retries)
 
 
+class ArmFailure(Exception):
+    """A request of one arm failed in a way that ends the run (wraps the client's error)."""
+
+    def __init__(self, arm: str, model: str, probe: bool, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.arm, self.model, self.probe, self.exc = arm, model, probe, exc
+
+
 def _fatal(exc: Exception, cfg: EndpointConfig) -> FtdiagError | None:
     """The errors that end the run (no server, timeout, not OpenAI), as one line; else None."""
     import openai
 
     where = base_url(cfg.url)
+    if isinstance(exc, ArmFailure):
+        inner = _fatal(exc.exc, cfg)
+        if inner is None:
+            return None
+        what = "probe request" if exc.probe else "request"
+        return FtdiagError(f"{exc.arm} ({exc.model}): {inner.message} [{what}]", hint=inner.hint)
     if isinstance(exc, openai.APITimeoutError):
         return FtdiagError(f"{where} did not answer within {cfg.timeout:g}s",
-                           hint="raise --timeout or lower --concurrency")
+                           hint="is the server stalled? raise --timeout if it is only slow, "
+                           "or lower --concurrency")
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc
         return FtdiagError(f"cannot reach {where}: {cause}",
@@ -150,7 +174,7 @@ async def _run(cfg: EndpointConfig, arms: dict[str, tuple[str, dict[str, Any]]],
     gate = asyncio.Semaphore(max(1, cfg.concurrency))
     done = 0
 
-    async def one(arm: str, i: int, prompt: Any) -> None:
+    async def one(arm: str, i: int, prompt: Any, probe: bool = False) -> None:
         nonlocal done
         record = served[arm]
         name, extra = arms[arm]
@@ -160,23 +184,35 @@ async def _run(cfg: EndpointConfig, arms: dict[str, tuple[str, dict[str, Any]]],
                     try:
                         (record.texts[i], record.finish[i],
                          record.tokens[i]) = await _complete(client, cfg, name, extra, prompt)
-                    except openai.APITimeoutError:
-                        raise
-                    except (openai.APIStatusError, openai.APIConnectionError) as exc:
+                    except openai.APIStatusError as exc:
                         record.error = _status_text(exc)
+                    except Exception as exc:
+                        raise ArmFailure(arm, name, probe, exc) from exc
         done += 1
         if progress:
             progress(done, len(jobs))
 
+    deadline = cfg.run_deadline(len(jobs))
     try:
-        lists = await _list_models(client)  # also: is anything OpenAI-like there at all?
-        async with asyncio.TaskGroup() as group:
-            for name, i, prompt in jobs:
-                group.create_task(one(name, i, prompt))
-        listed = await _list_models(client) if lists is not None else None
-    except* Exception as group_exc:
-        first = group_exc.exceptions[0]
-        raise (_fatal(first, cfg) or first) from None
+        async with asyncio.timeout(deadline):
+            try:
+                lists = await _list_models(client)  # also: is anything OpenAI-like there?
+                probes = {arm: next(j for j in jobs if j[0] == arm) for arm in arms}
+                async with asyncio.TaskGroup() as group:  # one request per arm first
+                    for arm, i, prompt in probes.values():
+                        group.create_task(one(arm, i, prompt, probe=True))
+                async with asyncio.TaskGroup() as group:
+                    for job in jobs:
+                        if job not in probes.values():
+                            group.create_task(one(*job))
+                listed = await _list_models(client) if lists is not None else None
+            except* Exception as group_exc:
+                first = group_exc.exceptions[0]
+                raise (_fatal(first, cfg) or first) from None
+    except TimeoutError:
+        raise FtdiagError(f"{base_url(cfg.url)}: {len(jobs)} requests did not finish within the "
+                          f"run's deadline of {deadline:g}s", hint="is the server stalled? "
+                          "raise --timeout if it is only slow") from None
     finally:
         await client.close()
     if lists is None and all(r.error for r in served.values()):

@@ -1,4 +1,4 @@
-"""Is what the server answers the thing we trained? Served base/adapter vs local pair (E001-E004).
+"""Is what the server answers the thing we trained? Served base/adapter vs local pair (E001-E005).
 
 The prompts are the local ab-test's (the recorded training template, titles cut to fit); with an
 adapter folder the local base and PEFT adapter outputs for the same prompts are the reference.
@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.abtest.client import EndpointConfig, Served, fetch
+from ftdiag.abtest.runtimes import (
+    LLAMA_CPP,
+    TRANSFORMERS,
+    VLLM,
+    ServedPlan,
+    ServerFacts,
+    detect,
+    plan_arms,
+)
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Details, Finding, Report, finding, passed
 from ftdiag.generation.metrics import first_divergence, mean
@@ -28,8 +37,8 @@ class EndpointSpec:
     """What to ask the server and what to compare it with."""
 
     endpoint: EndpointConfig
-    served_base: str
-    served_adapter: str
+    served_base: str | None = None  # None: from the runtime detected
+    served_adapter: str | None = None
     adapter_dir: Path | str | None = None  # local reference (base + PEFT adapter) when given
     base: str | None = None
     template: PromptTemplate | None = None  # None: recorded (with --adapter) or default
@@ -69,6 +78,13 @@ class EndpointSummary:
     listed_models: list[str] | None = None
     local_reference: bool = False
     completion_tokens: dict[str, int] = field(default_factory=dict)  # per served arm (usage)
+    runtime: str = ""  # the server detected: llama.cpp | vllm | ollama | tgi | transformers serve
+    runtime_evidence: str = ""  # which of its answers identified it
+    runtime_version: str | None = None
+    requests: dict[str, dict[str, Any]] = field(default_factory=dict)  # arm -> model + fields
+    base_matches_local_adapter: int = 0  # informative titles where served base = local adapter
+    base_matches_local_base: int = 0
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -134,10 +150,25 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
     if not records:
         raise FtdiagError("no titles to test (all empty)")
     cfg = spec.endpoint
-    if spec.served_base == spec.served_adapter and cfg.request_extra == cfg.base_request_extra:
+    if (spec.served_base is not None and spec.served_base == spec.served_adapter
+            and cfg.request_extra is not None and cfg.request_extra == cfg.base_request_extra):
         raise FtdiagError("--served-base and --served-adapter ask for the same thing",
                           hint="give two model names, or select the adapter by --request-extra "
                           "(and the base by --base-request-extra)")
+    import importlib.util
+
+    if importlib.util.find_spec("openai") is None:
+        raise FtdiagError("ab-test --endpoint needs the openai client",
+                          hint="pip install 'ftdiag[serve]'")
+    if stage:
+        stage(f"which server answers at {cfg.url}")
+    facts = detect(cfg.url, timeout=cfg.timeout, api_key=cfg.api_key)
+    plan = plan_arms(facts, served_base=spec.served_base, served_adapter=spec.served_adapter,
+                     request_extra=cfg.request_extra, base_request_extra=cfg.base_request_extra)
+    if plan.base.model == plan.adapter.model and plan.base.extra == plan.adapter.extra:
+        raise FtdiagError(f"the base and adapter arms would send the same request to "
+                          f"{facts.runtime} ({plan.base.model}, {plan.base.extra})",
+                          hint="select the adapter by --served-adapter or --request-extra")
     report = Report("ab-test")
     local: dict[str, list[str]] = {}
     tokenizer = None
@@ -159,29 +190,71 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
     if not sent:
         raise FtdiagError("the tokenizer's chat template needs --adapter (or use --chat)")
     if stage:
-        stage(f"served {spec.served_base} and {spec.served_adapter}")
-    arms = {SERVED_BASE: (spec.served_base, cfg.base_request_extra),
-            SERVED_ADAPTER: (spec.served_adapter, cfg.request_extra)}
-    served, listed = fetch(cfg, arms, sent, progress)
+        stage(f"served {plan.base.model} and {plan.adapter.model} ({facts.runtime})")
     route = "/v1/chat/completions" if chat else "/v1/completions"
-    summary = EndpointSummary(spec.endpoint.url, spec.served_base, spec.served_adapter, route,
-                              n=len(records), listed_models=listed, local_reference=bool(local),
-                              completion_tokens={arm: sum(t or 0 for t in s.tokens)
-                                                 for arm, s in served.items()})
-    rows = _rows(records, sent, served, local, tokenizer)
+    summary = EndpointSummary(spec.endpoint.url, plan.base.model, plan.adapter.model, route,
+                              n=len(records), local_reference=bool(local),
+                              runtime=facts.runtime, runtime_evidence=facts.evidence,
+                              runtime_version=facts.version, notes=list(plan.notes),
+                              requests={SERVED_BASE: _request(plan, SERVED_BASE),
+                                        SERVED_ADAPTER: _request(plan, SERVED_ADAPTER)})
     report.layers_run.append("E")
+    unlisted = _unservable(facts, plan)
+    if unlisted:  # it would block on a download: do not send it
+        report.details = EndpointDetails(summary, [])
+        summary.listed_models = facts.models
+        report.add(*unlisted)
+        report.add(*(Finding(code, "skip", "requests cannot be answered (E003)")
+                     for code in ("E001", "E002", "E004", "E005")))
+        return EndpointResult(report, [], summary, reference)
+    arms = {SERVED_BASE: (plan.base.model, plan.base.extra),
+            SERVED_ADAPTER: (plan.adapter.model, plan.adapter.extra)}
+    served, listed = fetch(cfg, arms, sent, progress)
+    summary.listed_models = listed
+    summary.completion_tokens = {arm: sum(t or 0 for t in s.tokens) for arm, s in served.items()}
+    rows = _rows(records, sent, served, local, tokenizer)
     report.details = EndpointDetails(summary, rows)
-    missing = [_name_check(served[arm], listed) for arm in (SERVED_BASE, SERVED_ADAPTER)]
+    missing = [_name_check(served[arm], listed, facts) for arm in (SERVED_BASE, SERVED_ADAPTER)]
     report.add(*missing)
     if any(c.status == "fail" for c in missing):
         why = "requests failed (E003)"
-        report.add(*(Finding(code, "skip", why) for code in ("E001", "E002", "E004")))
+        report.add(*(Finding(code, "skip", why) for code in ("E001", "E002", "E004", "E005")))
         return EndpointResult(report, rows, summary, reference)
     _count(summary, rows, local)
     report.add(_identical_check(summary, spec))
     e002 = _base_check(summary, rows, local)
     report.add(e002, _drift_check(summary, rows, local, e002))
+    report.add(_contamination_check(summary, facts, plan, local))
     return EndpointResult(report, rows, summary, reference)
+
+
+def _request(plan: ServedPlan, arm: str) -> dict[str, Any]:
+    """What one arm sends besides the prompt: the model name and the extra body fields."""
+    req = plan.base if arm == SERVED_BASE else plan.adapter
+    return {"model": req.model, **req.extra, "chosen_by": req.chosen_by}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+
+
+def _unservable(facts: ServerFacts, plan: ServedPlan) -> list[Finding]:
+    """E003 before sending: a name transformers serve neither lists nor can load offline.
+
+    transformers serve lists the models of its Hub cache and the ones it loaded; asked for
+    another Hub id it tries to download it, and blocks every request while it retries.
+    """
+    if facts.runtime != TRANSFORMERS or not facts.models:
+        return []
+    out = []
+    for arm, req in ((SERVED_BASE, plan.base), (SERVED_ADAPTER, plan.adapter)):
+        if req.model not in facts.models and not _looks_like_path(req.model):
+            out.append(finding("E003", f"'{req.model}' ({arm}) is not among the models "
+                               f"transformers serve lists ({', '.join(facts.models[:8])}) and "
+                               "is not a folder: the server would try to download it",
+                               hint="serve a listed name or a local folder path",
+                               model=req.model, listed=facts.models))
+    return out
 
 
 def _tokens(text: str, tokenizer: Any) -> list[Any]:
@@ -225,17 +298,24 @@ def _count(s: EndpointSummary, rows: list[EndpointRow], local: dict[str, list[st
     drift = [r.served_drift_token for r in rows if r.served_drift_token is not None]
     s.drift_titles = len(drift)
     s.base_drift_titles = sum(r.outputs[SERVED_BASE] != r.outputs[LOCAL_BASE] for r in rows)
+    s.base_matches_local_adapter = sum(rows[i].outputs[SERVED_BASE] == local[LOCAL_ADAPTER][i]
+                                       for i in informative)
+    s.base_matches_local_base = sum(rows[i].outputs[SERVED_BASE] == local[LOCAL_BASE][i]
+                                    for i in informative)
     s.first_drift_token = {"mean": mean([float(d) for d in drift]), "min": min(drift, default=None)}
 
 
-def _name_check(served: Served, listed: list[str] | None) -> Finding:
-    """E003: requests for the name fail, or a server that lists models does not list it."""
+def _name_check(served: Served, listed: list[str] | None, facts: ServerFacts) -> Finding:
+    """E003: requests for the name fail, or a server that routes by name does not list it."""
     name = served.name
     if served.error is not None:
         return finding("E003", f"requests for '{name}' fail: {served.error}",
                        hint="use a name the server serves (GET /v1/models); vLLM: "
                        "--lora-modules NAME=PATH", model=name, error=served.error,
                        listed=listed)
+    if facts.single_model:
+        return passed("E003", f"'{name}' answers: {facts.runtime} serves one model whatever "
+                      "the name", model=name, listed=listed)
     if listed and name not in listed:
         return finding("E003", f"'{name}' is not listed by /v1/models (lists: "
                        f"{', '.join(listed[:8])}): the server may answer any name with its "
@@ -304,3 +384,59 @@ def _drift_check(s: EndpointSummary, rows: list[EndpointRow], local: dict[str, l
                    "quantization (ftdiag check-export)", titles=k, n=n, share=k / n,
                    first_divergent_token=s.first_drift_token, base_drift_titles=s.base_drift_titles,
                    example=rows[first].title)
+
+
+def _contamination_check(s: EndpointSummary, facts: ServerFacts, plan: ServedPlan,
+                         local: dict[str, list[str]]) -> Finding:
+    """E005: the served base arm carries the adapter (server state, or its texts)."""
+    said = _base_arm_state(facts, plan)
+    evidence: dict[str, Any] = {"runtime": facts.runtime, "base_request": s.requests[SERVED_BASE],
+                                "base_matches_local_adapter": s.base_matches_local_adapter,
+                                "base_matches_local_base": s.base_matches_local_base,
+                                "informative": s.informative}
+    hint = _clean_base_hint(facts)
+    if said:
+        return finding("E005", said, hint=hint, **evidence)
+    k, ad, ba = s.informative, s.base_matches_local_adapter, s.base_matches_local_base
+    if local and k and ad > ba and 2 * ad >= k:
+        return finding("E005", f"served base '{s.served_base}' reproduces the local adapter on "
+                       f"{ad}/{k} titles where base and adapter differ (the local base on {ba}): "
+                       "the base arm carries the adapter", hint=hint, **evidence)
+    if not local:
+        return passed("E005", "the server applies no adapter to the base arm's requests",
+                      **evidence) if facts.runtime in (LLAMA_CPP, VLLM) else Finding(
+            "E005", "skip", "no local reference (pass --adapter DIR)")
+    if not k:
+        return Finding("E005", "skip", "the local base and adapter agree on every title: "
+                       "nothing tells them apart")
+    return passed("E005", f"served base is not the local adapter ({ad}/{k} titles match the "
+                  "adapter)", **evidence)
+
+
+def _base_arm_state(facts: ServerFacts, plan: ServedPlan) -> str:
+    """What the server itself says about the base arm's requests ('' when it says nothing bad)."""
+    if facts.runtime == LLAMA_CPP:
+        sent = {int(e["id"]): float(e.get("scale", 1.0)) for e in plan.base.extra.get("lora", [])
+                if isinstance(e, dict) and "id" in e}
+        live = [s for s in facts.loras if s.scale != 0 and sent.get(s.id, s.scale) != 0]
+        if live:
+            return (f"llama-server applies LoRA id {live[0].id} ({live[0].path}) at its global "
+                    f"scale {live[0].scale:g} to requests that do not set it, and the base arm "
+                    f"sends {plan.base.extra or 'no lora field'}")
+    if facts.runtime == VLLM and facts.parents.get(plan.base.model):
+        return (f"'{plan.base.model}' is a LoRA module on vLLM (parent "
+                f"{facts.parents[plan.base.model]}), not a base model")
+    return ""
+
+
+def _clean_base_hint(facts: ServerFacts) -> str:
+    if facts.runtime == LLAMA_CPP:
+        zero = [{"id": s.id, "scale": 0} for s in facts.loras] or [{"id": 0, "scale": 0}]
+        import json
+
+        return (f"send the base arm's requests with \"lora\": {json.dumps(zero)} (ftdiag does "
+                "when --base-request-extra is not given)")
+    if facts.runtime == VLLM:
+        return "request the base model's own name (the /v1/models entry without a parent)"
+    return ("the base name must serve the base model without the adapter: serve the base "
+            "separately, or select the adapter per request")

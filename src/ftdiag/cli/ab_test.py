@@ -49,21 +49,25 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
         endpoint: str | None = typer.Option(
             None, "--endpoint", help="OpenAI-compatible server URL: test what it serves (E0xx)."),
-        served_base: str | None = typer.Option(None, "--served-base",
-                                               help="Model name of the base on the server."),
-        served_adapter: str | None = typer.Option(None, "--served-adapter",
-                                                  help="Model name of the fine-tune there."),
+        served_base: str | None = typer.Option(
+            None, "--served-base", help="Model name of the base on the server (default: from "
+            "the runtime detected)."),
+        served_adapter: str | None = typer.Option(
+            None, "--served-adapter", help="Model name of the fine-tune there; on llama.cpp the "
+            "LoRA's id or path (default: the only one)."),
         chat: bool = typer.Option(False, "--chat", help="Use /v1/chat/completions (the "
                                   "server's chat template) instead of /v1/completions."),
         request_extra: str | None = typer.Option(
             None, "--request-extra", help="JSON fields added to the adapter's requests "
             "(llama-server lora, TGI adapter_id)."),
         base_request_extra: str | None = typer.Option(
-            None, "--base-request-extra", help="JSON fields added to the base's requests."),
+            None, "--base-request-extra", help="JSON fields added to the base's requests "
+            "(default on llama.cpp: every LoRA at scale 0)."),
         api_key: str | None = typer.Option(None, "--api-key", envvar="OPENAI_API_KEY",
                                            help="API key (default: $OPENAI_API_KEY)."),
         concurrency: int = typer.Option(8, "--concurrency", min=1, help="Requests in flight."),
-        timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Seconds per request."),
+        timeout: float = typer.Option(120.0, "--timeout", min=0.1, help="Seconds per request; "
+                                      "the whole run's deadline follows from it."),
     ) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
         from ftdiag.abtest.local import ABConfig, run_ab_test

@@ -24,17 +24,16 @@ def run_endpoint(*, url: str, served_base: str | None, served_adapter: str | Non
     from ftdiag.render import ab_test_endpoint as render
     from ftdiag.render.progress import stage_progress
 
-    if not served_base or not served_adapter:
-        raise FtdiagError("--endpoint needs --served-base NAME and --served-adapter NAME",
-                          hint="the names the server knows the base and the fine-tune by")
     if adapter is not None and not adapter.is_dir():
         raise FtdiagError(f"adapter folder not found: {adapter}")
     tpl = (load_template(template, chat_template or (chat and template is None))
            if template or chat_template or chat else None)
     cfg = EndpointConfig(url=url, api_key=api_key, chat=chat,
-                         request_extra=parse_extra(request_extra, "--request-extra"),
-                         base_request_extra=parse_extra(base_request_extra,
-                                                        "--base-request-extra"),
+                         request_extra=(parse_extra(request_extra, "--request-extra")
+                                        if request_extra else None),
+                         base_request_extra=(parse_extra(base_request_extra,
+                                                         "--base-request-extra")
+                                             if base_request_extra else None),
                          max_tokens=max_new_tokens,
                          seed=seed, concurrency=concurrency, timeout=timeout)
     spec = EndpointSpec(cfg, served_base, served_adapter, adapter_dir=adapter, base=base,

@@ -42,6 +42,7 @@ class GgufLoraCheck:
     extra: list[str] = field(default_factory=list)  # GGUF pairs without a PEFT module
     rank_mismatch: list[str] = field(default_factory=list)
     scale_mismatch: list[str] = field(default_factory=list)
+    scales: list[tuple[int, float]] = field(default_factory=list)  # (r, PEFT's scaling) per pair
     value_mismatch: list[str] = field(default_factory=list)
 
 
@@ -106,6 +107,7 @@ def compare_pair(upd: LoraUpdate, pair: dict[str, np.ndarray], alpha: float | No
         check.rank_mismatch.append(f"{upd.module}: r {rank} vs {upd.rank}")
         return
     scale = alpha / rank if alpha else 1.0  # llama.cpp uses scale 1 when alpha is 0
+    check.scales.append((rank, upd.scaling))
     if abs(scale - upd.scaling) > 1e-3 * max(abs(upd.scaling), 1e-12):
         check.scale_mismatch.append(f"{upd.module}: {scale:g} vs {upd.scaling:g}")
     if upd.transposed:
@@ -178,9 +180,7 @@ def _finding(c: GgufLoraCheck) -> Finding:
     if parts:
         if c.missing or c.extra:
             parts.append(f"{2 * c.pairs} tensors, the adapter has {2 * c.expected_pairs}")
-        return finding("X004", "; ".join(parts),
-                       hint="convert again with llama.cpp's convert_lora_to_gguf.py from this "
-                            "adapter folder and the --base it was trained on",
+        return finding("X004", "; ".join(parts), hint=_hint(c),
                        problems=c.problems, missing=c.missing[:50], extra=c.extra[:50],
                        rank_mismatch=c.rank_mismatch[:50], scale_mismatch=c.scale_mismatch[:50],
                        value_mismatch=c.value_mismatch[:50])
@@ -188,3 +188,35 @@ def _finding(c: GgufLoraCheck) -> Finding:
                        f"{c.architecture} match the adapter")
     f.check = "LoRA GGUF matches adapter"
     return f
+
+
+def _hint(c: GgufLoraCheck) -> str:
+    """The fix that can work: for a scale that llama.cpp's one α/r cannot carry, the exact numbers.
+
+    llama.cpp scales every pair of a file by adapter.lora.alpha / r times the --lora-scaled
+    factor (src/llama-adapter.h get_scale, llama.cpp 0c1e57098); PEFT by α/r, α/√r (rsLoRA) or
+    a per-module alpha_pattern / rank_pattern.
+    """
+    convert = ("convert again with llama.cpp's convert_lora_to_gguf.py from this adapter folder "
+               "and the --base it was trained on")
+    if not c.scale_mismatch or c.missing or c.extra or c.rank_mismatch or c.value_mismatch:
+        return convert
+    alpha = c.alpha or 0.0
+    wanted = {round(scaling * r, 6) for r, scaling in c.scales}  # the α each pair needs
+    served = {round(scaling / ((alpha / r) if alpha else 1.0), 6) for r, scaling in c.scales}
+    if len(wanted) == 1:
+        want = wanted.pop()
+        factor = served.pop() if len(served) == 1 else None
+        run = (f", or serve it as llama-server --lora-scaled {c.path} {factor:.6g}"
+               if factor is not None else "")
+        return (f"llama.cpp scales by adapter.lora.alpha / r: write alpha {want:g} "
+                f"(gguf-set-metadata {c.path} adapter.lora.alpha {want:g}){run}; "
+                "converting again writes the same alpha")
+    if len(served) == 1:
+        factor = served.pop()
+        return (f"serve it as llama-server --lora-scaled {c.path} {factor:.6g} (llama.cpp "
+                "scales by adapter.lora.alpha / r); converting again writes the same alpha")
+    return ("llama.cpp applies one alpha / r to every pair of a file, and this adapter's "
+            f"modules need {len(wanted)} different ones (alpha_pattern / rank_pattern): no alpha "
+            "or --lora-scaled reproduces it; merge the adapter into the base (ftdiag merge) and "
+            "convert the merged model instead")

@@ -78,8 +78,38 @@ def summary_line(s: EndpointSummary) -> str:
             f"'{s.served_adapter}'; identical served pair: {s.served_identical}/{s.n}")
 
 
+def runtime_line(s: EndpointSummary) -> str:
+    """`llama.cpp b1234 (GET /props build_info)`."""
+    version = f" {s.runtime_version}" if s.runtime_version else ""
+    return f"{s.runtime or 'server'}{version} ({s.runtime_evidence})"
+
+
+def sent(s: EndpointSummary, arm: str) -> str:
+    """What one served arm sent besides the prompt, as JSON fields."""
+    import json
+
+    fields = {k: v for k, v in s.requests.get(arm, {}).items() if k != "chosen_by"}
+    return json.dumps(fields, ensure_ascii=False)
+
+
+def requests_table(s: EndpointSummary) -> Table:
+    """The runtime detected and what each served arm sent."""
+    table = Table(title=f"server: {runtime_line(s)}", title_justify="left", show_header=True)
+    table.add_column("arm")
+    table.add_column("request fields")
+    table.add_column("from")
+    for arm in (SERVED_BASE, SERVED_ADAPTER):
+        table.add_row(Text(HEADERS[arm], style=ARM_STYLE[arm]), sent(s, arm),
+                      s.requests.get(arm, {}).get("chosen_by", ""))
+    return table
+
+
 def print_endpoint(result: EndpointResult, console: Console, show: int | None = None) -> None:
     """Everything a person reads after `ftdiag ab-test --endpoint`."""
+    if result.summary is not None and result.summary.requests:
+        console.print(requests_table(result.summary))
+        for note in result.summary.notes:
+            console.print(Text(f"note: {note}", style="dim"))
     if result.rows and show != 0:
         console.print(outputs_table(result, show))
     elif result.summary is not None:
@@ -101,6 +131,9 @@ def to_markdown(result: EndpointResult) -> str:
     if s is not None:
         out += [f"Server `{s.url}` ({s.route}): served base `{cell(s.served_base)}`, served "
                 f"adapter `{cell(s.served_adapter)}`; identical: **{s.served_identical}/{s.n}**.",
+                "", f"Runtime: {cell(runtime_line(s))}; the base arm sent "
+                f"`{cell(sent(s, SERVED_BASE))}`, the adapter arm "
+                f"`{cell(sent(s, SERVED_ADAPTER))}`.",
                 ""]
     out += ["## Checks", "", "| status | code | check | evidence | hint |", "|---|---|---|---|---|"]
     out += [f"| {c.status} | {c.code} | {cell(c.title)} | {cell(c.message)} | {cell(c.hint)} |"
@@ -118,6 +151,10 @@ def to_html(result: EndpointResult) -> str:
     """One self-contained page: checks, then a table of every title's texts."""
     v = result.report.verdict
     checks = checks_html(result.report)
+    s = result.summary
+    server = (f"<p>Runtime: {h(runtime_line(s))}; the base arm sent <code>{h(sent(s, SERVED_BASE))}"
+              f"</code>, the adapter arm <code>{h(sent(s, SERVED_ADAPTER))}</code>.</p>"
+              if s is not None and s.requests else "")
     arms = list(result.rows[0].outputs) if result.rows else []
     head = "".join(f"<th>{h(HEADERS.get(a, a))}</th>" for a in arms)
     body = "".join(
@@ -129,7 +166,7 @@ def to_html(result: EndpointResult) -> str:
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>ftdiag ab-test --endpoint: {v}</title><style>{CSS}</style></head><body>"
             f"<h1>ftdiag ab-test --endpoint: <span class={v}>{v.upper()}</span></h1>"
-            f"<h2>Checks</h2>{checks}<h2>Titles</h2>{table}</body></html>\n")
+            f"{server}<h2>Checks</h2>{checks}<h2>Titles</h2>{table}</body></html>\n")
 
 
 def to_junit(result: EndpointResult) -> str:

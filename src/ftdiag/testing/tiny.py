@@ -155,8 +155,12 @@ def train_toy_adapter(base_dir: Path | str, out: Path | str, *, steps: int = 30,
 
 
 def save_random_adapter(base: str | Path, out: Path | str, *, target_modules: list[str],
-                        b_std: float = 0.03, r: int = 8, alpha: int = 16, seed: int = 0) -> Path:
-    """A LoRA adapter whose lora_B is small random noise (what a few training steps give)."""
+                        b_std: float = 0.03, r: int = 8, alpha: int = 16, seed: int = 0,
+                        **config: Any) -> Path:
+    """A LoRA adapter whose lora_B is small random noise (what a few training steps give).
+
+    config: more LoraConfig fields (use_rslora, alpha_pattern, modules_to_save, ...).
+    """
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -165,7 +169,7 @@ def save_random_adapter(base: str | Path, out: Path | str, *, target_modules: li
     loaded = load_base(base)
     torch.manual_seed(seed)
     model = get_peft_model(loaded.model, LoraConfig(
-        r=r, lora_alpha=alpha, task_type="CAUSAL_LM", target_modules=target_modules))
+        r=r, lora_alpha=alpha, task_type="CAUSAL_LM", target_modules=target_modules, **config))
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "lora_B" in name:
