@@ -11,7 +11,7 @@ from _loss_helpers import curve, eval_curve, history, write_run, write_state
 from ftdiag.loss.analysis import analyse, guess_lr_schedule, loss_report, rolling_median, trend
 from ftdiag.loss.read import LossLog, read_loss_log
 
-PROBLEMS = {"L001", "L002", "L003", "L004", "L005", "L006", "L007"}
+PROBLEMS = {"L001", "L002", "L003", "L004", "L005", "L006", "L007", "L010"}
 
 
 def report_for(tmp_path: Path, kind: str = "healthy", **kw: object) -> object:
@@ -223,3 +223,32 @@ def test_one_finite_record_is_not_judged_for_a_trend() -> None:
     rep = analyse(log)
     assert next(c for c in rep.checks if c.code == "L002").status == "skip"
     assert {"L004", "L006", "L008"} <= rep.codes()
+
+
+def test_a_frozen_run_with_zero_grad_norm_is_l010_and_l002_says_why(tmp_path: Path) -> None:
+    """trainer_state.json of a run whose optimizer moved nothing: grad_norm 0 on every step."""
+    rows = history(curve("flat", 80))
+    for row in rows:
+        row["grad_norm"] = 0.0
+    rep = analyse(read_loss_log(write_state(tmp_path / "frozen", rows)))
+    assert {"L002", "L010"} <= rep.codes()
+    l010 = next(c for c in rep.checks if c.code == "L010")
+    assert l010.status == "fail" and l010.evidence["zero"] == l010.evidence["logged"] == 80
+    l002 = next(c for c in rep.checks if c.code == "L002")
+    assert l002.hint.startswith("grad_norm is 0 (L010)")
+
+
+def test_some_zero_grad_norms_are_not_l010(tmp_path: Path) -> None:
+    rows = history(curve("healthy", 80))
+    for row in rows[::2]:
+        row["grad_norm"] = 0.0
+    rep = analyse(read_loss_log(write_state(tmp_path / "half", rows)))
+    assert "L010" not in rep.codes()
+    assert next(c for c in rep.checks if c.code == "L010").status == "pass"
+
+
+def test_no_grad_norm_logged_skips_l010(tmp_path: Path) -> None:
+    rows = [{k: v for k, v in row.items() if k != "grad_norm"}
+            for row in history(curve("healthy", 80))]
+    rep = analyse(read_loss_log(write_state(tmp_path / "nogn", rows)))
+    assert next(c for c in rep.checks if c.code == "L010").status == "skip"

@@ -23,8 +23,9 @@ CAUSES: tuple[Cause, ...] = (
           ("A001", "A002", "A004"),
           "re-save the adapter from the trained model: model.save_pretrained(DIR); "
           "then `ftdiag check-adapter DIR`"),
-    Cause("adapter-untrained", "the adapter was never trained (lora_B all zero)",
-          ("A003", "A010"),
+    Cause("adapter-untrained", "the adapter was never trained (lora_B all zero, or unchanged "
+          "by training, or no gradient reached it)",
+          ("A003", "A010", "A015", "L009", "L010"),
           "check lr > 0 and that LoRA params require grad, then "
           "`ftdiag train --data FILE --out RUN --lr 2e-4`"),
     Cause("adapter-not-applied", "the adapter is not applied to the model you compare",

@@ -106,7 +106,7 @@ def compare_merged(adapter: LoraAdapter, base: WeightSource,
 def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = None,
                  modelfile: Path | str | None = None, revision: str | None = None,
                  adapter_revision: str | None = None) -> Report:
-    """Compare an export with the adapter (and base); X001-X005 in a Report.
+    """Compare an export with the adapter (and base); X001-X008 in a Report.
 
     The adapter and base may be Hub ids (`adapter_revision`, `revision`).
     """
@@ -128,7 +128,7 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         check, found = check_gguf_lora(path, reader, adapter, base_dir)
         details.gguf_lora = check
         report.add(*(Finding(c, "skip", "skipped: applies to merged exports")
-                     for c in ("X001", "X002", "X003")), *found)
+                     for c in ("X001", "X002", "X003", "X006", "X007", "X008")), *found)
     else:
         base_dir = resolve_base(adapter, base, revision)
         details.base = str(base_dir)
@@ -142,6 +142,7 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         details.modules = compare_merged(adapter, SafetensorsFolder(base_dir), export)
         details.totals = totals(details.modules)
         report.add(*merged_findings(details.modules, dora=adapter.dora))
+        report.add(*_export_files(path, export, adapter, base_dir, reader))
     if modelfile is not None:
         from ftdiag.export.modelfile import check_modelfile
 
@@ -152,6 +153,23 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         report.add(Finding("X005", "skip", "skipped: no --modelfile given"))
     report.checks.sort(key=lambda c: c.code)
     return report
+
+
+def _export_files(path: Path, export: WeightSource, adapter: LoraAdapter, base_dir: Path,
+                  reader: object | None) -> list[Finding]:
+    """X006-X008 on what sits beside the merged weights (a GGUF carries its own metadata)."""
+    from ftdiag.export import config
+
+    turn_end = config.turn_end_token(adapter.path, base_dir)
+    if reader is not None:
+        from ftdiag.export.weights import gguf_fields
+
+        why = "skipped: applies to merged folders (a GGUF carries its own metadata)"
+        return [Finding("X006", "skip", why), Finding("X007", "skip", why),
+                config.eos_check(config.gguf_eos(gguf_fields(reader)), turn_end, "GGUF")]
+    assert isinstance(export, SafetensorsFolder)
+    return [config.adapter_files_check(path), config.config_check(path, export, base_dir),
+            config.eos_check(config.folder_eos(path), turn_end, "export's generation config")]
 
 
 def is_lora_gguf(reader: object) -> bool:

@@ -1,4 +1,4 @@
-"""Did training converge? Findings L001–L008 from a `LossLog`, with the numbers as evidence.
+"""Did training converge? Findings L001–L008 and L010 from a `LossLog`, with the numbers.
 
 `analyse(log)` returns a `Report` (command "loss-report") whose `details` is a `LossAnalysis`
 (the numbers of one run); `loss_report(paths)` with several paths returns one whose details is a
@@ -24,6 +24,7 @@ from ftdiag.loss.read import LossLog, read_loss_log
 
 MIN_DECREASE = 0.05  # relative start→end decrease below this is "not decreasing" (L002)
 SPIKE_FACTOR = 2.0  # a loss above this many times its running median is a spike (L003)
+ZERO_GRAD_SHARE = 0.9  # grad_norm exactly 0 on at least this share of logged steps (L010)
 RISE = 0.05  # relative rise over the last third (or of eval above its best) that counts
 CURVE_POINTS = 400
 _HINT_LR = "lower the learning rate (or add warmup), keep max_grad_norm=1.0"
@@ -113,7 +114,7 @@ def analyse(log: LossLog, *, min_steps: int = 50) -> Report:
                         hint="point at the run's output_dir, trainer_state.json or exported "
                              "log; set logging_steps so the Trainer logs the loss",
                         source=log.source, format=log.format))
-        for code in ("L002", "L003", "L004", "L005", "L006", "L007"):
+        for code in ("L002", "L003", "L004", "L005", "L006", "L007", "L010"):
             rep.add(Finding(code, "skip", "no loss records"))
         return rep
     rep.add(passed("L001", f"{steps.size} train loss records ({log.format})",
@@ -123,8 +124,13 @@ def analyse(log: LossLog, *, min_steps: int = 50) -> Report:
     smooth = rolling_median(fl, _window(fl.size))
     rep.add(_check_nonfinite(steps, loss, ev_steps, ev_loss, gn_steps, gn, d))
     rep.add(_check_zero(steps, loss))
+    zero_grad = _check_zero_grad(gn_steps, gn)
+    rep.add(zero_grad)
     _describe_curve(fs, fl, smooth, d)
-    rep.add(_check_decrease(d, log, min_steps))
+    decrease = _check_decrease(d, log, min_steps)
+    if zero_grad.status == "fail" and decrease.status == "fail":
+        decrease.hint = "grad_norm is 0 (L010): the optimizer moved nothing; " + decrease.hint
+    rep.add(decrease)
     rep.add(_check_diverging(fs, fl, smooth, d))
     rep.add(*_check_eval(fs, smooth, ev_steps, ev_loss, d))
     rep.add(_check_steps(log, min_steps, d))
@@ -265,6 +271,22 @@ def _check_nonfinite(steps: np.ndarray, loss: np.ndarray, ev_steps: np.ndarray,
                    hint="lower the learning rate, use bf16 or fp32 instead of fp16, keep "
                         "max_grad_norm=1.0, look for empty or all-masked examples",
                    first_step=min(firsts), **counts)
+
+
+def _check_zero_grad(steps: np.ndarray, gn: np.ndarray) -> Finding:
+    """L010: grad_norm exactly 0 on all (or most) logged steps while a loss is logged."""
+    if gn.size == 0:
+        return Finding("L010", "skip", "no grad_norm logged")
+    zero = gn == 0.0
+    n = int(zero.sum())
+    ev: dict[str, Any] = {"zero": n, "logged": int(gn.size), "share": n / gn.size}
+    if n and n >= ZERO_GRAD_SHARE * gn.size:
+        return finding("L010", f"grad_norm is exactly 0 on {n} of {gn.size} logged steps (first "
+                               f"at step {int(steps[zero][0])}): the optimizer moves nothing",
+                       hint="no trainable parameter gets a gradient: check that the LoRA weights "
+                            "require grad (a frozen or merged adapter, prepare_model_for_kbit_"
+                            "training after get_peft_model, lr 0) and the labels", **ev)
+    return passed("L010", f"grad_norm non-zero on {gn.size - n} of {gn.size} logged steps", **ev)
 
 
 def _check_zero(steps: np.ndarray, loss: np.ndarray) -> Finding:
