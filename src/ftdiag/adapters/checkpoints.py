@@ -1,7 +1,10 @@
-"""A012: the adapter given is an earlier checkpoint-N of a run that went further."""
+"""A012: the adapter given is an earlier checkpoint-N of a run that went further.
+A015: every adapter the run saved holds the same tensors: training changed nothing.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -38,6 +41,56 @@ def stale_checkpoint(adapter_dir: Path) -> Finding:
                            f"{', '.join(newer[:3])}",
                    hint=f"check or serve {newer[0]} unless you chose this checkpoint on purpose",
                    step=step, last_step=last, newer=newer[:10], final_adapter=final)
+
+
+def unchanged_adapter(adapter_dir: Path) -> Finding:
+    """A015 when the run's checkpoint-N adapters and its final adapter are bit-identical.
+
+    Each file is streamed once through a hash per tensor (a memory map, never a second copy).
+    """
+    run = adapter_dir.parent if CHECKPOINT.match(adapter_dir.name) else adapter_dir
+    folders = sorted((p for p in run.iterdir() if CHECKPOINT.match(p.name)),
+                     key=lambda p: int(p.name.split("-")[1])) if run.is_dir() else []
+    saved = [p for p in [*folders, run] if (p / WEIGHTS).is_file()]
+    if len(saved) < 2:
+        return Finding("A015", "skip", "one adapter in the run: nothing to compare it with")
+    digests = {p: _tensor_digests(p / WEIGHTS) for p in saved}
+    first = digests[saved[0]]
+    same = [p for p in saved[1:] if digests[p] == first]
+    evidence: dict[str, Any] = {"run": str(run), "adapters": [p.name or str(p) for p in saved],
+                "tensors": len(first), "identical": len(same) + 1}
+    if len(same) + 1 < len(saved):
+        return passed("A015", f"the run's {len(saved)} saved adapters differ: training changed "
+                      "the weights", **evidence)
+    if not _any_nonzero_b(saved[0] / WEIGHTS):
+        return Finding("A015", "skip", "every lora_B is zero (A003 says so)")
+    names = ", ".join(p.name for p in saved[:4])
+    return finding("A015", f"all {len(saved)} adapters the run saved ({names}) hold "
+                   f"bit-identical tensors ({len(first)} of them): training updated nothing",
+                   hint="the LoRA weights were frozen (requires_grad False after "
+                        "prepare_model_for_kbit_training or a passed-in adapter: use "
+                        "is_trainable=True), or lr was 0", **evidence)
+
+
+WEIGHTS = "adapter_model.safetensors"
+
+
+def _tensor_digests(path: Path) -> dict[str, str]:
+    from ftdiag.adapters.tensorfile import open_safetensors
+
+    tf = open_safetensors(path)
+    out = {}
+    for name in sorted(tf.tensors):
+        out[name] = hashlib.blake2b(tf.raw(name).data, digest_size=16).hexdigest()
+        tf.release(name)
+    return out
+
+
+def _any_nonzero_b(path: Path) -> bool:
+    from ftdiag.adapters.tensorfile import open_safetensors
+
+    tf = open_safetensors(path)
+    return any(bool((tf.raw(n) != 0).any()) for n in tf.tensors if "lora_B" in n)
 
 
 def _state(folder: Path) -> dict[str, Any]:

@@ -41,15 +41,16 @@ def config_weights_check(files: AdapterFiles, modules: dict[str, AdapterModule],
 
 def provenance_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: list[str],
                       base_dir: Path | None) -> list[Finding]:
-    """A012 stale checkpoint, A013 tied-embedding update, A014 quantized training base."""
-    from ftdiag.adapters.checkpoints import stale_checkpoint
+    """A012 stale checkpoint, A013 tied-embedding update, A014 quantized training base,
+    A015 unchanged by training."""
+    from ftdiag.adapters.checkpoints import stale_checkpoint, unchanged_adapter
     from ftdiag.adapters.embeddings import tied_embedding_update
     from ftdiag.adapters.quantized import quantized_training_base
 
     assert files.config is not None
     base = Path(base_dir) if base_dir is not None else None
     return [stale_checkpoint(files.path), tied_embedding_update(files, modules, other, base),
-            quantized_training_base(files.config, base)]
+            quantized_training_base(files.config, base), unchanged_adapter(files.path)]
 
 
 def try_load_adapter(loaded: Any, adapter_dir: str | Path) -> tuple[Any, Finding | None]:

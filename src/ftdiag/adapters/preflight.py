@@ -78,7 +78,7 @@ def preflight(adapter_dir: str | Path, base: str | Path | None = None, *,
               base_required: bool = True, threshold: float = TINY_DELTA,
               revision: str | None = None, adapter_revision: str | None = None,
               weights: bool = True) -> Preflight:
-    """Resolve the adapter and base (local folders or Hub ids) and run layer S (A001-A014).
+    """Resolve the adapter and base (local folders or Hub ids) and run layer S (A001-A015).
 
     base_required=False: an unresolvable base only skips the base checks (the caller holds the
     model already); a missing folder is always an error.

@@ -1,4 +1,4 @@
-"""Layer S of check-adapter: A001-A014 from the adapter files and the base's config/tensors."""
+"""Layer S of check-adapter: A001-A015 from the adapter files and the base's config/tensors."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def print_train(r: TrainResult, console: Console) -> None:
     console.print(summary_table(r))
     static = [c for c in r.report.checks if c.code.startswith("A")]
     if static:
-        console.print(checks_table(static, title="static adapter check (A001–A014)"))
+        console.print(checks_table(static, title="static adapter check (A001–A015)"))
     elif "S" in r.report.layers_skipped:
         console.print(f"[dim]static check skipped: {r.report.layers_skipped['S']}[/]")
     console.print(verdict_text(r.report))

@@ -292,7 +292,7 @@ def write_final_adapter(trainer: Any, out: Path) -> None:
 
 
 def static_check(out: Path, base_dir: Path) -> Report:
-    """Static adapter checks (A001–A014) on the written adapter."""
+    """Static adapter checks (A001–A015) on the written adapter."""
     from ftdiag.adapters.static import run_static
 
     return run_static(out, base_dir)
