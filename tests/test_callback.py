@@ -167,8 +167,23 @@ def test_pad_equal_to_eos_in_a_plain_trainer_gets_d003(tiny_llama: Path, tmp_pat
     meta = _meta(out)
     d003 = next(f for f in meta["findings"] if f["code"] == "D003")
     assert d003["severity"] == "warn" and "pad_token == eos_token" in d003["hint"]
+    assert d003 in meta["checks"]  # findings rows are checks rows (status and severity)
     assert meta["data"]["eos_in_inputs"] == meta["data"]["examples"] > 0
     assert meta["tokenizer"]["pad_token"] == meta["tokenizer"]["eos_token"]
+
+
+def test_without_processing_class_the_eos_id_comes_from_the_model(tiny_llama: Path,
+                                                                  tmp_path: Path) -> None:
+    """A plain Trainer given no tokenizer: the model's generation config names EOS."""
+    out = tmp_path / "run"
+    trainer = _plain(tiny_llama, out, _quiet(), pad_is_eos=True)
+    trainer.processing_class = None
+    trainer.callback_handler.processing_class = None
+    trainer.train()
+    d003 = next(f for f in _meta(out)["findings"] if f["code"] == "D003")
+    assert d003["severity"] == "warn" and d003["evidence"]["eos_id"] == 3
+    assert d003["evidence"]["eos_source"] == "the model's generation_config"
+    assert "from the model's generation_config" in d003["message"]
 
 
 def test_a_distinct_pad_token_trains_eos(tiny_llama: Path, tmp_path: Path) -> None:

@@ -49,11 +49,16 @@ def unchanged_adapter(adapter_dir: Path) -> Finding:
     Each file is streamed once through a hash per tensor (a memory map, never a second copy).
     """
     run = adapter_dir.parent if CHECKPOINT.match(adapter_dir.name) else adapter_dir
-    folders = sorted((p for p in run.iterdir() if CHECKPOINT.match(p.name)),
-                     key=lambda p: int(p.name.split("-")[1])) if run.is_dir() else []
-    saved = [p for p in [*folders, run] if (p / WEIGHTS).is_file()]
+    steps = sorted((int(c.group(1)), p) for p in (run.iterdir() if run.is_dir() else [])
+                   if (c := CHECKPOINT.match(p.name)) and (p / WEIGHTS).is_file())
+    saved = [p for _, p in steps]
+    final_step = _state(run).get("global_step")
+    if (run / WEIGHTS).is_file() and (not steps or (isinstance(final_step, int)
+                                                    and final_step > steps[-1][0])):
+        saved.append(run)  # the final adapter is a later step than every checkpoint
     if len(saved) < 2:
-        return Finding("A015", "skip", "one adapter in the run: nothing to compare it with")
+        return Finding("A015", "skip", "fewer than two adapters of different steps in the run: "
+                       "nothing to compare")
     digests = {p: _tensor_digests(p / WEIGHTS) for p in saved}
     first = digests[saved[0]]
     same = [p for p in saved[1:] if digests[p] == first]

@@ -175,6 +175,7 @@ class FtdiagChecks(TrainerCallback):
         self.checkpoints: dict[str, dict[str, Any]] = {}
         self.meta: dict[str, Any] = {}
         self._eos_id: int | None = None
+        self._eos_source = ""
         self._tokenizer: Any = None
         self._grads_done = self._data_done = False
         self._lr_moved = False  # an optimizer step with lr > 0 happened (warmup starts at 0)
@@ -191,7 +192,7 @@ class FtdiagChecks(TrainerCallback):
         self._out = Path(args.output_dir) if args.output_dir else None
         tok = getattr(processing_class, "tokenizer", processing_class)
         self._tokenizer = tok
-        self._eos_id = getattr(tok, "eos_token_id", None)
+        self._eos_id, self._eos_source = eos_of(tok, model)
         if model is not None:
             self._hook = model.register_forward_pre_hook(self._see_batch, with_kwargs=True)
         self.meta = run_meta(args, model, tok, self.template)
@@ -277,7 +278,7 @@ class FtdiagChecks(TrainerCallback):
             why = ("the model was called without labels" if self._no_labels_seen
                    else "no training batch was seen")
             return [Finding("D002", "skip", f"{why}: data checks skipped")]
-        return batch_checks(self.labels, self._eos_id)
+        return batch_checks(self.labels, self._eos_id, eos_source=self._eos_source)
 
     def _record(self, checks: list[Finding], where: str) -> None:
         self.report.add(*checks)
@@ -293,8 +294,9 @@ class FtdiagChecks(TrainerCallback):
         if not (self._main and self._out is not None):
             return
         doc = self.report.to_dict()
-        self.meta.update(verdict=doc["verdict"], findings=doc["findings"], checks=doc["checks"],
-                         checkpoints=self.checkpoints)
+        findings = [row for row in doc["checks"] if row["status"] in ("info", "warn", "fail")]
+        self.meta.update(verdict=doc["verdict"], findings=findings, checks=doc["checks"],
+                         checkpoints=self.checkpoints)  # one row schema in both lists
         try:
             write_meta(self._out, self.meta)
         except OSError as exc:  # never stop a run because the meta file could not be written
@@ -304,3 +306,22 @@ class FtdiagChecks(TrainerCallback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+
+
+def eos_of(tokenizer: Any, model: Any) -> tuple[int | None, str]:
+    """The EOS id the run trains towards, and where it came from.
+
+    The tokenizer when the Trainer has one (processing_class); else the model's generation
+    config, then its config: a plain Trainer given no tokenizer still has the model.
+    """
+    tid = getattr(tokenizer, "eos_token_id", None)
+    if isinstance(tid, int):
+        return tid, "tokenizer"
+    inner = getattr(model, "get_base_model", lambda: model)() if model is not None else None
+    for where, cfg in (("generation_config", getattr(inner, "generation_config", None)),
+                       ("config", getattr(inner, "config", None))):
+        value = getattr(cfg, "eos_token_id", None)
+        ids = value if isinstance(value, list) else [value]
+        if ids and isinstance(ids[0], int):
+            return ids[0], f"the model's {where}"
+    return None, ""

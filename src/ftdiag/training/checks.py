@@ -104,8 +104,9 @@ class LabelStats:
                 self.eos_in_inputs += int((input_ids == eos_id).any(dim=-1).sum())
 
 
-def batch_checks(stats: LabelStats, eos_id: int | None) -> list[Finding]:
-    """D002 and D003 on the batches the trainer actually fed the model."""
+def batch_checks(stats: LabelStats, eos_id: int | None, *,
+                 eos_source: str = "tokenizer") -> list[Finding]:
+    """D002 and D003 on the batches the trainer actually fed the model (EOS from eos_source)."""
     where = f" in the first {stats.batches} training batches"
     checks = [labels_check(
         stats.examples, stats.no_labels, where,
@@ -121,5 +122,5 @@ def batch_checks(stats: LabelStats, eos_id: int | None) -> list[Finding]:
         hint = ("no example the model saw contains EOS: append tokenizer.eos_token to every "
                 "text, or raise max_length if truncation cuts it off")
     checks.append(eos_check(stats.examples, stats.eos_trained, eos_id, hint=hint,
-                            eos_in_inputs=stats.eos_in_inputs))
+                            eos_in_inputs=stats.eos_in_inputs, eos_source=eos_source))
     return checks

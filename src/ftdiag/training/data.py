@@ -252,8 +252,10 @@ def labels_check(total: int, empty: int, where: str = "", *, hint: str = "",
 def eos_check(examples: int, eos_trained: int, eos_id: int, *, hint: str,
               **evidence: Any) -> Finding:
     """D003 from counts: warn when EOS is a trained label token in none of the examples."""
+    src = evidence.get("eos_source")
+    where = f", from {src}" if src and src != "tokenizer" else ""
     if examples and eos_trained == 0:
-        return finding("D003", f"EOS (id {eos_id}) is not among the trained label tokens",
+        return finding("D003", f"EOS (id {eos_id}{where}) is not among the trained label tokens",
                        hint=hint, eos_id=eos_id, examples=examples, **evidence)
     return passed("D003", f"EOS trained in {eos_trained} of {examples} examples",
                   eos_id=eos_id, **evidence)
