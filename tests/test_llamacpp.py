@@ -179,6 +179,9 @@ def test_rslora_hint_gives_the_alpha_that_fixes_it(built: Served) -> None:
     x004 = next(f for f in json.loads(res.stdout)["findings"] if f["code"] == "X004")
     assert "write alpha 32 " in x004["hint"]  # α/√r = 8/4 = 2 = 32/16
     assert "--lora-scaled" in x004["hint"] and " 4" in x004["hint"]
+    # layer T said so before any conversion: llama.cpp serves α/r = 0.5, PEFT trained α/√r = 2
+    t003 = _t_row(adapter, built.base, "T003")
+    assert t003.status == "warn" and t003.evidence["ratio_range"] == [0.25, 0.25]
     setter = Path(sys.executable).with_name("gguf-set-metadata")
     subprocess.run([str(setter), str(gguf), "adapter.lora.alpha", "32", "--force"], check=True,
                    capture_output=True)
@@ -194,3 +197,12 @@ def test_converter_refuses_an_lm_head_adapter(built: Served) -> None:
                                   modules_to_save=["lm_head"])
     with pytest.raises(RuntimeError, match=r"convert_lora_to_gguf\.py failed"):
         convert_lora(adapter, built.base, built.work / "head.gguf", llama=built.llama)
+    t002 = _t_row(adapter, built.base, "T002")  # layer T predicts the refusal
+    assert t002.status == "fail" and "refuses the adapter" in t002.message
+
+
+def _t_row(adapter: Path, base: Path, code: str) -> Any:
+    from ftdiag.adapters.check import check_adapter
+
+    report = check_adapter(adapter, base=str(base), static_only=True, runtime="llama.cpp")
+    return next(c for c in report.checks if c.code == code)

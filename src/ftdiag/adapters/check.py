@@ -29,8 +29,10 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
                   probes: list[str] | None = None, static_only: bool = False, *,
                   model: Any = None, tokenizer: Any = None,
                   threshold: float = TINY_DELTA, revision: str | None = None,
-                  adapter_revision: str | None = None) -> Report:
+                  adapter_revision: str | None = None, runtime: str | None = None) -> Report:
     """Static checks on the files, then (unless static_only) runtime checks on the loaded model.
+
+    runtime: a serving runtime (llama.cpp, vllm, sglang, ollama, tgi; NAME@VERSION) for layer T.
 
     `adapter_dir` and `base` may be Hub ids (`revision` is the base's, `adapter_revision` the
     adapter's); the static layer needs only the base's config, so --static-only fetches no weights.
@@ -41,6 +43,7 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
     report = pre.static
     if pre.base_dir is not None:
         details_of(report).base_dir = str(pre.base_dir)
+    target_layer(report, pre, runtime)
     if static_only:
         report.layers_skipped.setdefault("R", "--static-only")
     why = pre.no_runtime or report.layers_skipped.get("R")
@@ -63,6 +66,23 @@ def check_adapter(adapter_dir: str | Path, base: str | Path | None = None,
 
     runtime_layer(report, audit_runtime(model, None, tokenizer, probes, adapter_dir).report)
     return report
+
+
+def target_layer(report: Report, pre: Preflight, runtime: str | None) -> None:
+    """Layer T (T001-T003) for --runtime, from the files layer S read; skipped without it."""
+    if runtime is None:
+        report.layers_skipped.setdefault("T", "no --runtime given")
+        return
+    from ftdiag.adapters.files import read_adapter
+    from ftdiag.adapters.target import target_checks
+
+    static = details_of(report).static
+    files = read_adapter(pre.adapter_dir)
+    if not files.complete or static is None:
+        report.layers_skipped["T"] = "adapter files missing (A001)"
+        return
+    report.add(*target_checks(runtime, files, list(static.layers or []), pre.base_dir))
+    report.layers_run.append("T")
 
 
 def runtime_layer(report: Report, runtime: Report) -> Report:

@@ -34,12 +34,20 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
         static_only: bool = typer.Option(
             False, "--static-only", help="Only read files; do not load the model."),
+        runtime: str | None = typer.Option(
+            None, "--runtime", help="Serving runtime to check against (T001-T003): llama.cpp, "
+            "vllm, sglang, ollama or tgi, optionally NAME@VERSION."),
     ) -> None:
         """Layered checks on a saved LoRA adapter, cheapest first (files, then loaded model)."""
         from ftdiag.adapters.folder import check_folder
 
+        if runtime is not None:
+            from ftdiag.adapters.target import parse_runtime
+
+            parse_runtime(runtime)  # an unknown name is one line before anything is read
         result = check_folder(adapter_dir, base, probe or None, static_only,
-                              revision=revision, adapter_revision=adapter_revision)
+                              revision=revision, adapter_revision=adapter_revision,
+                              runtime=runtime)
 
         def render(_rep: Report, console: Console) -> None:
             from ftdiag.render.check_adapter import print_folder_check  # not loaded for --json

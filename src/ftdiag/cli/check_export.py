@@ -30,12 +30,20 @@ def register(app: typer.Typer) -> None:
         html: Path | None = typer.Option(None, "--html", help="Write an HTML report."),
         junit: Path | None = typer.Option(None, "--junit", help="Write JUnit XML for CI."),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+        runtime: str | None = typer.Option(
+            None, "--runtime", help="Serving runtime to check the adapter against (T001-T003): "
+            "llama.cpp, vllm, sglang, ollama or tgi, optionally NAME@VERSION."),
     ) -> None:
-        """Check an export against the adapter and base: X001-X005, no model loaded."""
+        """Check an export against the adapter and base: X001-X008, no model loaded."""
         from ftdiag.export.check import check_export
+
+        if runtime is not None:
+            from ftdiag.adapters.target import parse_runtime
+
+            parse_runtime(runtime)  # an unknown name is one line before anything is read
         from ftdiag.render.check_export import print_export, to_html, to_junit, to_markdown
 
         report = check_export(path, adapter, base, modelfile, revision=revision,
-                              adapter_revision=adapter_revision)
+                              adapter_revision=adapter_revision, runtime=runtime)
         write_reports(report, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(report, json_out=json_out, strict=strict, render=print_export)

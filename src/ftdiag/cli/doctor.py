@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
         report: Path | None = typer.Option(None, "--report", help="Write FILE.html or FILE.md."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
+        runtime: str | None = typer.Option(
+            None, "--runtime", help="Serving runtime to check the adapter against (T001-T003): "
+            "llama.cpp, vllm, sglang, ollama or tgi, optionally NAME@VERSION."),
     ) -> None:
         """Is my fine-tune working, and if not, why? Runs every layer, ranks the causes."""
         from ftdiag.doctor.run import run_doctor
@@ -34,11 +37,15 @@ def register(app: typer.Typer) -> None:
 
         if report is not None and report.suffix.lower() not in (".html", ".htm", ".md"):
             raise FtdiagError(f"--report must end in .html or .md, got {report.name}")
+        if runtime is not None:
+            from ftdiag.adapters.target import parse_runtime
+
+            parse_runtime(runtime)  # an unknown name is one line before anything runs
         main = start_ranks()  # under torchrun: shards of the titles, rank 0 prints
         with stage_progress(enabled=not json_out and main) as (stage, progress):
             result = run_doctor(run_dir, base=base, titles=titles, n=n,
                                 max_new_tokens=max_new_tokens, stage=stage, progress=progress,
-                                revision=revision)
+                                revision=revision, runtime=runtime)
         if report is not None:
             write_doctor_report(result, report)
         emit(result.report, json_out=json_out, strict=strict,

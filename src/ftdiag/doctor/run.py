@@ -99,8 +99,11 @@ def find_adapter_dir(run_dir: Path) -> Path | None:
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
                n: int = 16, max_new_tokens: int = 96, stage: StageFn | None = None,
                progress: ProgressFn | None = None,
-               revision: str | None = None) -> DoctorResult:
-    """Run every layer that applies to `run_dir`, reusing one loaded base+adapter."""
+               revision: str | None = None, runtime: str | None = None) -> DoctorResult:
+    """Run every layer that applies to `run_dir`, reusing one loaded base+adapter.
+
+    runtime: the serving runtime for layer T (check-adapter --runtime), if any.
+    """
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise FtdiagError(f"run dir not found: {run_dir}" if not run_dir.exists()
@@ -123,13 +126,14 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         report.add(finding("A001", f"no adapter_config.json in {run_dir} or its checkpoints"))
         report.layers_skipped.update({"R": "no adapter", "G": "no adapter"})
         return _finish(result)
-    from ftdiag.adapters.check import details_of, runtime_layer
+    from ftdiag.adapters.check import details_of, runtime_layer, target_layer
     from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight, resolve_base
     from ftdiag.adapters.runtime import audit_runtime
     from ftdiag.model.load import load_base
 
     pre = preflight(adapter_dir, base, base_required=False, revision=revision)
+    target_layer(pre.static, pre, runtime)
     if pre.static.verdict == "fail":  # doctor stops at the first failing layer
         result.sections.check = pre.static
         _absorb(report, pre.static, "S")

@@ -105,8 +105,8 @@ def compare_merged(adapter: LoraAdapter, base: WeightSource,
 
 def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = None,
                  modelfile: Path | str | None = None, revision: str | None = None,
-                 adapter_revision: str | None = None) -> Report:
-    """Compare an export with the adapter (and base); X001-X008 in a Report.
+                 adapter_revision: str | None = None, runtime: str | None = None) -> Report:
+    """Compare an export with the adapter (and base); X001-X008 (and T with runtime).
 
     The adapter and base may be Hub ids (`adapter_revision`, `revision`).
     """
@@ -151,8 +151,24 @@ def check_export(path: Path | str, adapter_dir: Path | str, base: str | None = N
         report.add(found_mf)
     else:
         report.add(Finding("X005", "skip", "skipped: no --modelfile given"))
+    if runtime is not None:
+        report.add(*_target(runtime, adapter, base_dir))
+        report.layers_run.append("T")
     report.checks.sort(key=lambda c: c.code)
     return report
+
+
+def _target(runtime: str, adapter: LoraAdapter, base_dir: Path | None) -> list[Finding]:
+    """Layer T on the adapter the export was made from (what the runtime does with it)."""
+    from ftdiag.adapters.files import read_adapter
+    from ftdiag.adapters.keys import group_lora_keys
+    from ftdiag.adapters.stats import compute_stats
+    from ftdiag.adapters.target import target_checks
+
+    files = read_adapter(adapter.path)
+    modules, _other = group_lora_keys(list(files.shapes))
+    stats, _nonfinite = compute_stats(files, modules, files.config or {})
+    return target_checks(runtime, files, stats, base_dir)
 
 
 def _export_files(path: Path, export: WeightSource, adapter: LoraAdapter, base_dir: Path,
