@@ -25,6 +25,21 @@ def test_healthy_variant_passes(variant: str, arch: str, request: pytest.Fixture
     assert not report.findings and report.layers_run == ["S", "R"]
 
 
+# what llama.cpp's converter takes as it is (its rows in adapters.target.RULES): no rsLoRA, DoRA,
+# modules_to_save, per-module alpha or trained base biases
+LLAMA_CPP_VARIANTS = ["plain", "all_linear", "layers_to_transform", "bin", "second_adapter",
+                      "training_mode"]
+
+
+@pytest.mark.parametrize("variant", LLAMA_CPP_VARIANTS)
+def test_healthy_variant_passes_layer_t_for_llama_cpp(variant: str, tiny_llama: Path,
+                                                      tmp_path: Path) -> None:
+    adapter = build_adapter(tiny_llama, tmp_path / variant, "llama", variant=variant)
+    report = check_adapter(adapter, tiny_llama, static_only=True, runtime="llama.cpp")
+    assert "T" in report.layers_run
+    assert report.verdict == "pass", [(f.code, f.message) for f in report.findings]
+
+
 @pytest.mark.parametrize("peft_type", ["IA3", "PROMPT_TUNING"])
 def test_other_peft_types_exit_2_with_a_clear_message(peft_type: str, tiny_llama: Path,
                                                       tmp_path: Path) -> None:

@@ -111,9 +111,11 @@ def test_cli_runtime_option_and_unknown_name(variants: dict[str, Path], tiny_lla
     doc = json.loads(res.stdout)
     assert "T" in doc["layers"]["run"]
     assert [f["code"] for f in doc["findings"] if f["code"].startswith("T")] == ["T003"]
-    res = runner.invoke(app, ["check-adapter", str(variants["plain"]), "--runtime", "triton"])
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert res.exit_code == 2 and len(lines) == 1 and "unknown --runtime 'triton'" in lines[0]
+    for bad, words in (("triton", "unknown --runtime 'triton'"),
+                       ("vllm@latest!", "'latest!' is not a version")):
+        res = runner.invoke(app, ["check-adapter", str(variants["plain"]), "--runtime", bad])
+        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+        assert res.exit_code == 2 and len(lines) == 1 and words in lines[0], res.stderr
 
 
 def test_without_runtime_layer_t_is_skipped(variants: dict[str, Path], tiny_llama: Path) -> None:

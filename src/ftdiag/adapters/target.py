@@ -8,6 +8,7 @@ adapter's config and tensor names, the base's config.json, and the layer S stati
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -75,7 +76,13 @@ def parse_runtime(spec: str) -> tuple[RuntimeRules, str | None]:
     if key not in RULES:
         raise FtdiagError(f"unknown --runtime {spec!r}",
                           hint=f"one of {', '.join(RULES)} (optionally NAME@VERSION)")
+    if version and not VERSION.fullmatch(version):
+        raise FtdiagError(f"--runtime {spec!r}: {version!r} is not a version",
+                          hint="e.g. vllm@0.11.0, llama.cpp@b6500, tgi@3.3")
     return RULES[key], version or None
+
+
+VERSION = re.compile(r"[vb]?\d+(\.\d+)*([.+-][0-9A-Za-z.]+)?")
 
 
 def target_checks(spec: str, files: AdapterFiles, stats: list[LayerStat],
