@@ -32,7 +32,7 @@ from ftdiag.abtest.runtimes import (
     plan_arms,
     root_url,
 )
-from ftdiag.abtest.served import _base_arm_state
+from ftdiag.abtest.served_checks import base_arm_state
 from ftdiag.cli.app import app
 from ftdiag.errors import FtdiagError
 
@@ -106,8 +106,8 @@ def test_vllm_adapter_is_the_entry_whose_parent_is_the_base(server: str) -> None
     # a LoRA module asked for as the base is E005 from the server's own listing
     wrong = plan_arms(facts, served_base="titles-lora", served_adapter="titles-lora",
                       request_extra=None, base_request_extra=None)
-    assert "LoRA module on vLLM" in _base_arm_state(facts, wrong)
-    assert _base_arm_state(facts, plan) == ""
+    assert "LoRA module on vLLM" in base_arm_state(facts, wrong)
+    assert base_arm_state(facts, plan) == ""
 
 
 @pytest.mark.parametrize("server", [OLLAMA, TRANSFORMERS, UNKNOWN], indirect=True)
@@ -156,7 +156,7 @@ def test_llama_cpp_base_arm_state_follows_the_servers_rule() -> None:
     facts = ServerFacts(LLAMA_CPP, "test", models=["m"], loras=[LoraSlot(0, "/a.gguf", 1.0)])
 
     def state(base_extra: dict[str, Any] | None) -> str:
-        return _base_arm_state(facts, plan_arms(
+        return base_arm_state(facts, plan_arms(
             facts, served_base=None, served_adapter=None,
             request_extra={"lora": [{"id": 0, "scale": 1.0}]}, base_request_extra=base_extra))
 
@@ -165,7 +165,7 @@ def test_llama_cpp_base_arm_state_follows_the_servers_rule() -> None:
     assert state({"lora": [{"id": 0, "scale": 0}]}) == ""
     assert state(None) == ""  # ftdiag's own base arm sets every LoRA to 0
     off = ServerFacts(LLAMA_CPP, "test", models=["m"], loras=[LoraSlot(0, "/a.gguf", 0.0)])
-    assert _base_arm_state(off, plan_arms(off, served_base=None, served_adapter=None,
+    assert base_arm_state(off, plan_arms(off, served_base=None, served_adapter=None,
                                           request_extra=None, base_request_extra={})) == ""
 
 

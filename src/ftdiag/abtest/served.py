@@ -12,24 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.abtest.client import EndpointConfig, Served, fetch
-from ftdiag.abtest.runtimes import (
-    LLAMA_CPP,
-    TRANSFORMERS,
-    VLLM,
-    ServedPlan,
-    ServerFacts,
-    detect,
-    plan_arms,
+from ftdiag.abtest.runtimes import ServedPlan, detect, plan_arms
+from ftdiag.abtest.served_checks import (
+    LOCAL_ADAPTER,
+    LOCAL_BASE,
+    SERVED_ADAPTER,
+    SERVED_BASE,
+    base_check,
+    contamination_check,
+    drift_check,
+    identical_check,
+    name_check,
+    unservable,
 )
 from ftdiag.errors import FtdiagError
-from ftdiag.findings import Details, Finding, Report, finding, passed
+from ftdiag.findings import Details, Finding, Report
 from ftdiag.generation.metrics import first_divergence, mean
 from ftdiag.progress import ProgressFn
 from ftdiag.prompts.records import Record
 from ftdiag.prompts.template import SYSTEM_PROMPT, PromptTemplate
-
-SERVED_BASE, SERVED_ADAPTER = "served-base", "served-adapter"
-LOCAL_BASE, LOCAL_ADAPTER = "base", "adapter"  # the local ab-test's arm names
 
 
 @dataclass
@@ -199,7 +200,7 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
                               requests={SERVED_BASE: _request(plan, SERVED_BASE),
                                         SERVED_ADAPTER: _request(plan, SERVED_ADAPTER)})
     report.layers_run.append("E")
-    unlisted = _unservable(facts, plan)
+    unlisted = unservable(facts, plan)
     if unlisted:  # it would block on a download: do not send it
         report.details = EndpointDetails(summary, [])
         summary.listed_models = facts.models
@@ -214,17 +215,17 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
     summary.completion_tokens = {arm: sum(t or 0 for t in s.tokens) for arm, s in served.items()}
     rows = _rows(records, sent, served, local, tokenizer)
     report.details = EndpointDetails(summary, rows)
-    missing = [_name_check(served[arm], listed, facts) for arm in (SERVED_BASE, SERVED_ADAPTER)]
+    missing = [name_check(served[arm], listed, facts) for arm in (SERVED_BASE, SERVED_ADAPTER)]
     report.add(*missing)
     if any(c.status == "fail" for c in missing):
         why = "requests failed (E003)"
         report.add(*(Finding(code, "skip", why) for code in ("E001", "E002", "E004", "E005")))
         return EndpointResult(report, rows, summary, reference)
     _count(summary, rows, local)
-    report.add(_identical_check(summary, spec))
-    e002 = _base_check(summary, rows, local)
-    report.add(e002, _drift_check(summary, rows, local, e002))
-    report.add(_contamination_check(summary, facts, plan, local))
+    report.add(identical_check(summary, spec))
+    e002 = base_check(summary, rows, local)
+    report.add(e002, drift_check(summary, rows, local, e002))
+    report.add(contamination_check(summary, facts, plan, local))
     return EndpointResult(report, rows, summary, reference)
 
 
@@ -234,27 +235,8 @@ def _request(plan: ServedPlan, arm: str) -> dict[str, Any]:
     return {"model": req.model, **req.extra, "chosen_by": req.chosen_by}
 
 
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
 
 
-def _unservable(facts: ServerFacts, plan: ServedPlan) -> list[Finding]:
-    """E003 before sending: a name transformers serve neither lists nor can load offline.
-
-    transformers serve lists the models of its Hub cache and the ones it loaded; asked for
-    another Hub id it tries to download it, and blocks every request while it retries.
-    """
-    if facts.runtime != TRANSFORMERS or not facts.models:
-        return []
-    out = []
-    for arm, req in ((SERVED_BASE, plan.base), (SERVED_ADAPTER, plan.adapter)):
-        if req.model not in facts.models and not _looks_like_path(req.model):
-            out.append(finding("E003", f"'{req.model}' ({arm}) is not among the models "
-                               f"transformers serve lists ({', '.join(facts.models[:8])}) and "
-                               "is not a folder: the server would try to download it",
-                               hint="serve a listed name or a local folder path",
-                               model=req.model, listed=facts.models))
-    return out
 
 
 def _tokens(text: str, tokenizer: Any) -> list[Any]:
@@ -305,138 +287,14 @@ def _count(s: EndpointSummary, rows: list[EndpointRow], local: dict[str, list[st
     s.first_drift_token = {"mean": mean([float(d) for d in drift]), "min": min(drift, default=None)}
 
 
-def _name_check(served: Served, listed: list[str] | None, facts: ServerFacts) -> Finding:
-    """E003: requests for the name fail, or a server that routes by name does not list it."""
-    name = served.name
-    if served.error is not None:
-        return finding("E003", f"requests for '{name}' fail: {served.error}",
-                       hint="use a name the server serves (GET /v1/models); vLLM: "
-                       "--lora-modules NAME=PATH", model=name, error=served.error,
-                       listed=listed)
-    if facts.single_model:
-        return passed("E003", f"'{name}' answers: {facts.runtime} serves one model whatever "
-                      "the name", model=name, listed=listed)
-    if listed and name not in listed:
-        return finding("E003", f"'{name}' is not listed by /v1/models (lists: "
-                       f"{', '.join(listed[:8])}): the server may answer any name with its "
-                       "default model", hint="request a listed name, or load the adapter under "
-                       "this name", model=name, listed=listed)
-    how = "listed by /v1/models" if listed else "answers (the server lists no models)"
-    return passed("E003", f"'{name}' {how}", model=name, listed=listed)
 
 
-def _identical_check(s: EndpointSummary, spec: EndpointSpec) -> Finding:
-    n, same = s.n, s.served_identical
-    share = same / n if n else 0.0
-    evidence: dict[str, Any] = {"identical": same, "n": n, "share": share,
-                                "max_identical": spec.max_identical}
-    limit = spec.max_identical
-    if (same == n) if limit is None else share > limit:
-        return finding("E001", f"served '{s.served_adapter}' answers exactly as served "
-                       f"'{s.served_base}' on {same}/{n} titles",
-                       hint="the request does not select the adapter: check the model name or "
-                       "--request-extra (lora / adapter_id)", **evidence)
-    return passed("E001", f"served adapter and base differ on {n - same}/{n} titles", **evidence)
 
 
-def _base_check(s: EndpointSummary, rows: list[EndpointRow],
-                local: dict[str, list[str]]) -> Finding:
-    """E002: on titles where the local pair differs, the served adapter gives the local base."""
-    if not local:
-        return Finding("E002", "skip", "no local reference (pass --adapter DIR)")
-    k = s.informative
-    if k == 0:
-        return Finding("E002", "skip", "the local base and adapter agree on every title: "
-                       "nothing tells them apart")
-    base, adapter = s.matches_local_base, sum(r.matches == "adapter" for r in rows
-                                              if r.outputs[LOCAL_BASE] != r.outputs[LOCAL_ADAPTER])
-    evidence: dict[str, Any] = {"informative": k, "matches_local_base": base,
-                                "matches_local_adapter": adapter}
-    if base > adapter and 2 * base >= k:
-        return finding("E002", f"served '{s.served_adapter}' reproduces the local base on "
-                       f"{base}/{k} titles where base and adapter differ (the adapter on "
-                       f"{adapter})", hint="the request never selected the adapter: wrong model "
-                       "name, adapter not loaded, or an unknown adapter id silently ignored",
-                       **evidence)
-    return passed("E002", f"served adapter is not the local base ({base}/{k} titles match the "
-                  "base)", **evidence)
 
 
-def _drift_check(s: EndpointSummary, rows: list[EndpointRow], local: dict[str, list[str]],
-                 e002: Finding) -> Finding:
-    """E004: the served adapter departs from the local adapter without being the base."""
-    if not local:
-        return Finding("E004", "skip", "no local reference (pass --adapter DIR)")
-    if e002.status == "fail":
-        return Finding("E004", "skip", "the served adapter is the base (E002)")
-    n, k = s.n, s.drift_titles
-    if k == 0:
-        return passed("E004", f"served adapter reproduces the local adapter on {n}/{n} titles")
-    first = min((i for i, r in enumerate(rows) if r.served_drift_token is not None),
-                key=lambda i: rows[i].served_drift_token or 0)
-    base_note = (f"; the served base departs from the local base on {s.base_drift_titles}/{n} "
-                 "too (template, stop tokens or the server's decoding)"
-                 if s.base_drift_titles else "")
-    return finding("E004", f"served adapter departs from the local adapter on {k}/{n} titles "
-                   f"({k / n:.0%}), first at token {s.first_drift_token['min']} "
-                   f"(title {first + 1}){base_note}",
-                   hint="compare template, stop tokens, and the export's precision or "
-                   "quantization (ftdiag check-export)", titles=k, n=n, share=k / n,
-                   first_divergent_token=s.first_drift_token, base_drift_titles=s.base_drift_titles,
-                   example=rows[first].title)
 
 
-def _contamination_check(s: EndpointSummary, facts: ServerFacts, plan: ServedPlan,
-                         local: dict[str, list[str]]) -> Finding:
-    """E005: the served base arm carries the adapter (server state, or its texts)."""
-    said = _base_arm_state(facts, plan)
-    evidence: dict[str, Any] = {"runtime": facts.runtime, "base_request": s.requests[SERVED_BASE],
-                                "base_matches_local_adapter": s.base_matches_local_adapter,
-                                "base_matches_local_base": s.base_matches_local_base,
-                                "informative": s.informative}
-    hint = _clean_base_hint(facts)
-    if said:
-        return finding("E005", said, hint=hint, **evidence)
-    k, ad, ba = s.informative, s.base_matches_local_adapter, s.base_matches_local_base
-    if local and k and ad > ba and 2 * ad >= k:
-        return finding("E005", f"served base '{s.served_base}' reproduces the local adapter on "
-                       f"{ad}/{k} titles where base and adapter differ (the local base on {ba}): "
-                       "the base arm carries the adapter", hint=hint, **evidence)
-    if not local:
-        return passed("E005", "the server applies no adapter to the base arm's requests",
-                      **evidence) if facts.runtime in (LLAMA_CPP, VLLM) else Finding(
-            "E005", "skip", "no local reference (pass --adapter DIR)")
-    if not k:
-        return Finding("E005", "skip", "the local base and adapter agree on every title: "
-                       "nothing tells them apart")
-    return passed("E005", f"served base is not the local adapter ({ad}/{k} titles match the "
-                  "adapter)", **evidence)
 
 
-def _base_arm_state(facts: ServerFacts, plan: ServedPlan) -> str:
-    """What the server itself says about the base arm's requests ('' when it says nothing bad)."""
-    if facts.runtime == LLAMA_CPP:
-        sent = {int(e["id"]): float(e.get("scale", 1.0)) for e in plan.base.extra.get("lora", [])
-                if isinstance(e, dict) and "id" in e}
-        live = [s for s in facts.loras if s.scale != 0 and sent.get(s.id, s.scale) != 0]
-        if live:
-            return (f"llama-server applies LoRA id {live[0].id} ({live[0].path}) at its global "
-                    f"scale {live[0].scale:g} to requests that do not set it, and the base arm "
-                    f"sends {plan.base.extra or 'no lora field'}")
-    if facts.runtime == VLLM and facts.parents.get(plan.base.model):
-        return (f"'{plan.base.model}' is a LoRA module on vLLM (parent "
-                f"{facts.parents[plan.base.model]}), not a base model")
-    return ""
 
-
-def _clean_base_hint(facts: ServerFacts) -> str:
-    if facts.runtime == LLAMA_CPP:
-        zero = [{"id": s.id, "scale": 0} for s in facts.loras] or [{"id": 0, "scale": 0}]
-        import json
-
-        return (f"send the base arm's requests with \"lora\": {json.dumps(zero)} (ftdiag does "
-                "when --base-request-extra is not given)")
-    if facts.runtime == VLLM:
-        return "request the base model's own name (the /v1/models entry without a parent)"
-    return ("the base name must serve the base model without the adapter: serve the base "
-            "separately, or select the adapter per request")
