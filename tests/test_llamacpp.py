@@ -114,6 +114,8 @@ def test_the_old_recipe_base_arm_is_e005_not_e003(server: ServerHandle, built: S
     s = doc["details"]["endpoint"]
     assert s["base_matches_local_adapter"] >= 3  # the served base wrote the adapter's text
     assert status(doc, "E001") == ["fail"]
+    e001 = next(f for f in doc["findings"] if f["code"] == "E001")
+    assert e001["hint"].startswith("the served base arm carries the adapter (E005)")
 
 
 def test_no_lora_loaded_is_exit_2_never_a_pass(built: Served) -> None:

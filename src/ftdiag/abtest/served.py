@@ -222,10 +222,12 @@ def run_endpoint_test(spec: EndpointSpec, records: list[Record], *,
         report.add(*(Finding(code, "skip", why) for code in ("E001", "E002", "E004", "E005")))
         return EndpointResult(report, rows, summary, reference)
     _count(summary, rows, local)
-    report.add(identical_check(summary, spec))
+    e001 = identical_check(summary, spec)
     e002 = base_check(summary, rows, local)
-    report.add(e002, drift_check(summary, rows, local, e002))
-    report.add(contamination_check(summary, facts, plan, local))
+    e005 = contamination_check(summary, facts, plan, local)
+    if e001.status == "fail" and e005.status == "fail":  # the base arm is the cause
+        e001.hint = "the served base arm carries the adapter (E005): " + e005.hint
+    report.add(e001, e002, drift_check(summary, rows, local, e002), e005)
     return EndpointResult(report, rows, summary, reference)
 
 
