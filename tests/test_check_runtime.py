@@ -40,7 +40,8 @@ def test_healthy_adapter_passes_every_runtime_check(pair: tuple[Path, Path]) -> 
 
 def test_static_only_does_not_load_the_model(pair: tuple[Path, Path]) -> None:
     report = check_adapter(pair[1], static_only=True)
-    assert report.layers_run == ["S"] and report.layers_skipped == {"R": "--static-only"}
+    assert report.layers_run == ["S"]
+    assert report.layers_skipped == {"R": "--static-only", "T": "no --runtime given"}
     assert not any(c.code.startswith("R") for c in report.checks)
 
 
