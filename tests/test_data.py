@@ -170,3 +170,10 @@ def test_sample_data_is_the_generators_output(tmp_path: Path, monkeypatch) -> No
     assert sum(1 for r in rows if not r["title"].strip()) >= 1
     assert sum(1 for r in rows if not r["content"].strip()) >= 1
     assert len({json.dumps(r) for r in rows}) < len(rows)  # exact duplicates included
+
+
+def test_the_demo_finds_the_sample_data_shipped_in_the_package() -> None:
+    from ftdiag.demo.run import find_sample_data
+
+    path = find_sample_data()
+    assert path.is_file() and path.parent.name == "samples"

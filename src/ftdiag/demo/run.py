@@ -77,7 +77,7 @@ class DemoResult:
 
 def find_sample_data() -> Path:
     """The sample dataset shipped inside the package (ftdiag/samples/)."""
-    path = Path(__file__).resolve().parent / "samples" / SAMPLE_DATA
+    path = Path(__file__).resolve().parents[1] / "samples" / SAMPLE_DATA
     if not path.is_file():
         raise FtdiagError("sample dataset not found", hint=f"expected {path}; reinstall ftdiag")
     return path
