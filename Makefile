@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install llama-cpp demo demo-fast test test-fast test-browser app-screenshot lint bench clean
+.PHONY: install llama-cpp demo demo-fast test test-fast fuzz test-browser app-screenshot lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: $(STAMP) llama-cpp
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# Every parser fed 2000 random inputs (FTDIAG_FUZZ_EXAMPLES=N for more), a new seed each run:
+# for whoever changes a parser. `make test` runs the same properties with a fixed seed.
+fuzz: $(STAMP)
+	FTDIAG_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \
+		tests/test_fuzz_parsers.py
 
 # The Streamlit app in Debian's Chromium (apt; no browser download), driven by Playwright.
 test-browser: $(STAMP)

@@ -6,24 +6,23 @@ check-adapter, ab-test, loss-report and doctor read it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from ftdiag import atomic
+from ftdiag.safeio import read_json
 
 META_FILE = "ftdiag_meta.json"
 
 
 def read_meta(adapter_dir: Path | str) -> dict[str, Any]:
-    """ftdiag_meta.json written by `ftdiag train` beside the adapter, or {} when absent."""
+    """ftdiag_meta.json written by `ftdiag train` beside the adapter, or {} when absent (or not
+    an object); a file that does not decode is a user error (ftdiag.safeio)."""
     path = Path(adapter_dir) / META_FILE
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
+    data = read_json(path, hint="ftdiag writes it atomically: was it edited or copied in part? "
+                                "delete it to go on without the training record")
     return data if isinstance(data, dict) else {}
 
 

@@ -5,7 +5,6 @@ A015: every adapter the run saved holds the same tensors: training changed nothi
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -99,9 +98,15 @@ def _any_nonzero_b(path: Path) -> bool:
 
 
 def _state(folder: Path) -> dict[str, Any]:
-    """trainer_state.json of a folder ({} when absent or unreadable)."""
+    """trainer_state.json of a folder ({} when absent, unreadable or absurd: it is context)."""
+    from ftdiag.errors import FtdiagError
+    from ftdiag.safeio import MAX_LOG_BYTES, read_json
+
+    path = folder / "trainer_state.json"
+    if not path.is_file():
+        return {}
     try:
-        data = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json(path, MAX_LOG_BYTES)
+    except FtdiagError:
         return {}
     return data if isinstance(data, dict) else {}

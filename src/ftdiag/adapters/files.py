@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ftdiag.adapters.keys import check_patterns, group_lora_keys
 from ftdiag.adapters.tensorfile import TensorFile, open_safetensors
 from ftdiag.errors import FtdiagError
+from ftdiag.safeio import read_json
 
 log = logging.getLogger(__name__)
 
@@ -86,23 +88,71 @@ def read_adapter(adapter_dir: str | Path) -> AdapterFiles:
     files = AdapterFiles(path, config, weights)
     if weights is not None:
         _read_index(files)
+    if config is not None and files.shapes:
+        check_patterns(config, list(group_lora_keys(list(files.shapes))[0]))
     return files
 
 
 def read_adapter_config(path: Path) -> dict[str, Any]:
-    """adapter_config.json as a dict; non-JSON or a non-LoRA PEFT type is a user error."""
+    """adapter_config.json as a dict, its fields' types checked; a file that is not JSON, a
+    field PEFT would misread or a non-LoRA PEFT type is a user error."""
     cfg_path = path / CONFIG_FILE
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise FtdiagError(f"{cfg_path} is not valid JSON: {exc}") from exc
+    config = read_json(cfg_path)
     if not isinstance(config, dict):
         raise FtdiagError(f"{cfg_path} does not hold a JSON object")
-    peft_type = str(config.get("peft_type", "LORA")).upper()
+    raw_type = config.get("peft_type", "LORA")
+    peft_type = raw_type.upper() if isinstance(raw_type, str) else _short(raw_type)
     if peft_type not in SUPPORTED_TYPES:
         raise FtdiagError(f"unsupported PEFT type {peft_type} in {cfg_path}",
                           hint="check-adapter understands LoRA adapters only")
+    for key, (valid, want) in FIELD_TYPES.items():
+        value = config.get(key)
+        if ((key in config and key in NOT_NULL) or value is not None) and not valid(value):
+            raise FtdiagError(f"{cfg_path}: {key} is {_short(value)}, PEFT expects {want}",
+                              hint="PEFT's LoraConfig would fail on it or misread it; re-save "
+                                   "the adapter or fix the field")
     return config
+
+
+def _number(x: Any) -> bool:
+    try:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:  # an integer past float's range
+        return False
+
+
+def _integer(x: Any) -> bool:
+    return _number(x) and float(x).is_integer()
+
+
+def _names(x: Any) -> bool:
+    return isinstance(x, list) and all(isinstance(n, str) for n in x)
+
+
+def _patterns(valid: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: isinstance(x, dict) and all(valid(v) for v in x.values())
+
+
+# The fields ftdiag reads, as PEFT's LoraConfig types them in JSON (null allowed but for NOT_NULL).
+NOT_NULL = {"r", "lora_alpha"}
+FIELD_TYPES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "r": (_integer, "an integer"),
+    "lora_alpha": (_number, "a number"),
+    "target_modules": (lambda x: isinstance(x, str) or _names(x), "a regex or a list of names"),
+    "exclude_modules": (lambda x: isinstance(x, str) or _names(x), "a regex or a list of names"),
+    "modules_to_save": (_names, "a list of names"),
+    "layers_to_transform": (lambda x: _integer(x) or (isinstance(x, list) and all(
+        _integer(i) for i in x)), "a layer index or a list of them"),
+    "rank_pattern": (_patterns(_integer), "an object of regex: integer"),
+    "alpha_pattern": (_patterns(_number), "an object of regex: number"),
+    "base_model_name_or_path": (lambda x: isinstance(x, str), "a string"),
+    "revision": (lambda x: isinstance(x, str), "a string"),
+}
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:60] + "…"
 
 
 def _read_index(files: AdapterFiles) -> None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import json
+import math
 import mmap
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ftdiag.errors import FtdiagError
+from ftdiag.safeio import parse_json
 
 NP_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64,
              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
@@ -22,6 +24,7 @@ FLOAT_BITS = {"BF16": (np.uint16, 0x7FFF, 0x7F80), "F16": (np.uint16, 0x7FFF, 0x
               "F64": (np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000)}
 CHUNK = 1 << 24  # elements per finite-check pass (bounds the temporary to 32-64 MB)
 MAX_HEADER = 100 * 1024 * 1024
+MAX_DIMS = 64  # numpy's limit; a longer shape could only be built to stall the size product
 
 
 @dataclass(frozen=True)
@@ -99,28 +102,45 @@ def widen(arr: np.ndarray, dtype: str) -> np.ndarray:
 
 
 def open_safetensors(path: Path) -> TensorFile:
-    """Parse and validate the header; a truncated or corrupt file is a user error."""
+    """Parse and validate the header; a truncated, corrupt or lying file is a user error."""
     size = path.stat().st_size
     try:
         with path.open("rb") as fh:
             (n,) = struct.unpack("<Q", fh.read(8))
             if n > min(size - 8, MAX_HEADER):
                 raise ValueError(f"header length {n} exceeds the file size {size}")
-            header = json.loads(fh.read(n))
-        tensors: dict[str, TensorInfo] = {}
-        for name, meta in header.items():
-            if name == "__metadata__":
-                continue
-            start, end = meta["data_offsets"]
-            tensors[name] = TensorInfo(meta["dtype"], tuple(meta["shape"]), int(start), int(end))
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as exc:
+            raw = fh.read(n)
+    except (OSError, ValueError, struct.error) as exc:
         raise FtdiagError(f"cannot read {path} (corrupt or truncated?): {exc}") from exc
+    header = parse_json(raw, path)
+    if not isinstance(header, dict):
+        raise FtdiagError(f"cannot read {path}: the header is not a JSON object")
+    tensors = {name: _tensor_info(path, name, meta) for name, meta in header.items()
+               if name != "__metadata__"}
     data = size - 8 - n
     for name, info in tensors.items():
         if info.end > data or info.start > info.end:
             raise FtdiagError(f"cannot read {path}: tensor {name} runs past the end of the file "
                               f"(truncated?)")
         itemsize = np.dtype(NP_DTYPES.get(info.dtype, np.uint8)).itemsize
-        if info.end - info.start != int(np.prod(info.shape, dtype=np.int64)) * itemsize:
+        if info.end - info.start != math.prod(info.shape) * itemsize:
             raise FtdiagError(f"cannot read {path}: tensor {name} has an inconsistent size")
     return TensorFile(path, tensors, 8 + n)
+
+
+def _tensor_info(path: Path, name: str, meta: Any) -> TensorInfo:
+    """One header entry, its types checked: dtype a string, shape and offsets natural numbers."""
+    def natural(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+    try:
+        dtype, shape, offsets = meta["dtype"], meta["shape"], meta["data_offsets"]
+        ok = isinstance(dtype, str) and isinstance(shape, list) and isinstance(offsets, list) \
+            and len(offsets) == 2 and len(shape) <= MAX_DIMS \
+            and all(map(natural, [*shape, *offsets]))
+    except (KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise FtdiagError(f"cannot read {path} (corrupt?): tensor {name[:100]!r} has no valid "
+                          f"dtype, shape and data_offsets")
+    return TensorInfo(dtype, tuple(shape), offsets[0], offsets[1])

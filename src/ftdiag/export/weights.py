@@ -7,7 +7,10 @@ step of each element's block (what an update must exceed to survive the rounding
 
 from __future__ import annotations
 
-import json
+import functools
+import math
+import mmap
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -16,6 +19,7 @@ import numpy as np
 
 from ftdiag.adapters.tensorfile import NP_DTYPES, TensorFile, open_safetensors
 from ftdiag.errors import FtdiagError
+from ftdiag.safeio import read_json_object
 
 EXP_MASK = 0x7F800000
 MANTISSA_BITS = {"F32": 23, "F16": 10, "BF16": 7, "F64": 52}
@@ -24,6 +28,12 @@ QUANT_BITS = {"Q4_0": (4, 32), "Q4_1": (4, 32), "Q5_0": (5, 32), "Q5_1": (5, 32)
               "Q8_0": (8, 32), "Q8_1": (8, 32), "Q2_K": (2, 16), "Q3_K": (3, 16),
               "Q4_K": (4, 32), "Q5_K": (5, 32), "Q6_K": (6, 16), "Q8_K": (8, 256),
               "IQ4_NL": (4, 32), "IQ4_XS": (4, 32), "TQ1_0": (2, 256), "TQ2_0": (2, 256)}
+MAX_BLOCKS = 1024  # layers mapped to llama.cpp names (about 1 ms each)
+MAX_GGUF_ITEMS = 4_000_000  # metadata values, vocabulary included (large vocabularies: ~1M)
+# GGUF value type -> bytes, for the fixed-size types (8 is a string, 9 an array)
+GGUF_SCALARS = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+NUMERIC_FIELDS = ("adapter.lora.alpha", ".attention.head_count", ".attention.head_count_kv",
+                  ".block_count", "general.alignment")
 
 
 @dataclass
@@ -124,10 +134,10 @@ def safetensors_index(path: Path) -> dict[str, Path]:
     """Tensor key -> file, from model.safetensors.index.json or the single model.safetensors."""
     index = path / "model.safetensors.index.json"
     if index.is_file():
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise FtdiagError(f"cannot read {index}: {exc}") from exc
+        weight_map = read_json_object(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(
+                isinstance(v, str) for v in weight_map.values()):
+            raise FtdiagError(f"cannot read {index}: no weight_map of tensor name: file name")
         out = {k: path / v for k, v in weight_map.items()}
         missing = sorted({p.name for p in out.values() if not p.is_file()})
         if missing:
@@ -159,6 +169,9 @@ class GgufModel:
         self.n_head_kv = int(self.fields.get(f"{prefix}.attention.head_count_kv", 0)
                              or self.n_head)
         blocks = int(self.fields.get(f"{prefix}.block_count", 0) or 0)
+        if not 0 <= blocks <= MAX_BLOCKS:
+            raise FtdiagError(f"{path}: {prefix}.block_count is {blocks}, more layers than "
+                              f"ftdiag maps (up to {MAX_BLOCKS})")
         self.names = gguf.TensorNameMap(arch, blocks)
         self.tensors = {t.name: t for t in reader.tensors}
 
@@ -184,6 +197,9 @@ class GgufModel:
         half = quant_half_step(values, qtype.name)
         if self._permuted(module):
             heads = self.n_head if module.endswith("q_proj") else self.n_head_kv
+            if heads <= 0 or values.ndim < 2 or values.shape[0] % (2 * heads):
+                raise FtdiagError(f"{self.path}: {name} has {values.shape[0]} rows, not pairs "
+                                  f"for each of its {heads} attention heads (corrupt metadata?)")
             values = unpermute(values, heads)
             half = unpermute(half, heads) if half is not None else None
         return SavedWeight(values, qtype.name, half)
@@ -195,7 +211,8 @@ class GgufModel:
 
 
 def gguf_fields(reader: Any) -> dict[str, Any]:
-    """Scalar and string metadata of a GGUF file (arrays such as the vocabulary are skipped)."""
+    """Scalar and string metadata of a GGUF file (arrays such as the vocabulary are skipped);
+    the counts and alpha ftdiag computes with must be single finite numbers."""
     out: dict[str, Any] = {}
     for key, field in reader.fields.items():
         if key.startswith("tokenizer.ggml.") and key.endswith(("tokens", "merges", "scores",
@@ -205,17 +222,128 @@ def gguf_fields(reader: Any) -> dict[str, Any]:
             out[key] = field.contents()
         except (ValueError, IndexError, TypeError):
             continue
+        if key.endswith(NUMERIC_FIELDS) and not _finite_number(out[key]):
+            raise FtdiagError(f"GGUF field {key} is {str(out[key])[:60]!r}, not a number",
+                              hint="llama.cpp refuses such a file too; convert it again")
     return out
 
 
+def _finite_number(x: Any) -> bool:
+    try:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    except OverflowError:
+        return False
+
+
 def open_gguf(path: Path) -> Any:
-    """A GGUFReader on `path`; a corrupt or truncated file is one user error."""
+    """A GGUFReader on `path`; a corrupt, truncated or lying file is one user error.
+
+    The layout is walked first with every count and length checked against the file: gguf-py
+    trusts them (an array claiming 2^40 items past the end of the file loops for hours).
+    """
     import gguf
 
     try:
+        with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            _GgufLayout(buf).check()
         return gguf.GGUFReader(path)
+    except FtdiagError as exc:
+        raise FtdiagError(f"cannot read GGUF file {path}: {exc.message}", exc.hint) from None
     except Exception as exc:  # the reader raises ValueError, struct and numpy errors
         raise FtdiagError(f"cannot read GGUF file {path} (corrupt or truncated?): {exc}") from exc
+
+
+class _GgufLayout:
+    """Walks a GGUF header (metadata, tensor infos) with bounds checks; raises FtdiagError."""
+
+    STRING, ARRAY = 8, 9
+
+    def __init__(self, buf: Any) -> None:
+        self.buf, self.size, self.items = buf, len(buf), 0
+        self.order = ">" if self.size >= 8 and buf[4:6] == b"\0\0" else "<"  # as gguf-py
+
+    def unpack(self, fmt: str, off: int) -> tuple[int, ...]:
+        if off + struct.calcsize(self.order + fmt) > self.size:
+            raise FtdiagError(f"it ends inside its header (byte {off}; truncated?)")
+        return struct.unpack_from(self.order + fmt, self.buf, off)
+
+    def skip(self, off: int, vtype: int, depth: int = 0) -> int:
+        """The offset after one value of type `vtype` at `off`."""
+        self.items += 1
+        if self.items > MAX_GGUF_ITEMS:
+            raise FtdiagError(f"more than {MAX_GGUF_ITEMS:,} metadata values")
+        if vtype in GGUF_SCALARS:
+            end = off + GGUF_SCALARS[vtype]
+        elif vtype == self.STRING:
+            end = off + 8 + self.unpack("Q", off)[0]
+        elif vtype == self.ARRAY and depth < 2:
+            itype, n = self.unpack("IQ", off)
+            off += 12
+            if itype in GGUF_SCALARS:
+                end = off + n * GGUF_SCALARS[itype]
+            elif n > (self.size - off) // 8:
+                raise FtdiagError(f"an array claims {n:,} items, more than the file holds")
+            else:
+                for _ in range(n):
+                    off = self.skip(off, itype, depth + 1)
+                end = off
+        else:
+            raise FtdiagError(f"unknown metadata value type {vtype} at byte {off}")
+        if end > self.size:
+            raise FtdiagError(f"a value at byte {off} runs past the end of the file (truncated?)")
+        return end
+
+    def check(self) -> None:
+        """Magic, counts, metadata, tensor infos, and each tensor's data inside the file."""
+        import gguf
+
+        if self.buf[:4] != b"GGUF":
+            raise FtdiagError("no GGUF magic")
+        n_tensors, n_kv = self.unpack("QQ", 8)
+        if n_kv > self.size // 12 or n_tensors > self.size // 24:
+            raise FtdiagError(f"it claims {n_kv:,} metadata keys and {n_tensors:,} tensors, "
+                              "more than the file holds")
+        off, align = 24, 32
+        for _ in range(n_kv):
+            key_end = self.skip(off, self.STRING)
+            (vtype,) = self.unpack("I", key_end)
+            if self.buf[off + 8:key_end] == b"general.alignment" and vtype == 4:
+                align = self.unpack("I", key_end + 4)[0] or 32
+            off = self.skip(key_end + 4, vtype)
+        infos = []
+        for _ in range(n_tensors):
+            name_end = self.skip(off, self.STRING)
+            (n_dims,) = self.unpack("I", name_end)
+            if n_dims > 4:
+                raise FtdiagError(f"a tensor at byte {off} claims {n_dims} dimensions (max 4)")
+            *dims, qtype, start = self.unpack("Q" * n_dims + "IQ", name_end + 4)
+            infos.append((bytes(self.buf[off + 8:name_end]), dims, qtype, start))
+            off = name_end + 4 + 4 * 3 + 8 * n_dims
+        data = -(-off // align) * align
+        for name, dims, qtype, start in infos:
+            try:
+                kind = gguf.GGMLQuantizationType(qtype)
+                block, type_size = gguf.GGML_QUANT_SIZES[kind]
+            except (ValueError, KeyError):
+                raise FtdiagError(f"tensor {name[:100]!r} has unknown type {qtype}") from None
+            n = math.prod(dims)
+            if (dims and dims[0] % block) or data + start + n * type_size // block > self.size:
+                raise FtdiagError(f"tensor {name[:100]!r} ({kind.name} {dims}) runs past the end "
+                                  "of the file or splits a block (truncated?)")
+            if name.endswith((b".lora_a", b".lora_b")) and not _dequantizable(kind):
+                raise FtdiagError(f"LoRA tensor {name[:100]!r} is {kind.name}, which gguf-py "
+                                  "cannot dequantize")
+
+
+@functools.cache
+def _dequantizable(kind: Any) -> bool:
+    import gguf
+
+    try:
+        gguf.quants.dequantize(np.zeros((1, gguf.GGML_QUANT_SIZES[kind][1]), np.uint8), kind)
+    except NotImplementedError:
+        return False
+    return True
 
 
 def quant_half_step(values: np.ndarray, qtype: str) -> np.ndarray | None:

@@ -26,9 +26,18 @@ class DiffOp:
     text: str
 
 
+MAX_DIFF_WORDS = 2000  # words of each text aligned (difflib is quadratic); the rest is shown as is
+
+
 def word_diff(a: str, b: str) -> list[DiffOp]:
-    """Word-level diff of two texts (whitespace kept with its word) for highlighting."""
+    """Word-level diff of two texts (whitespace kept with its word) for highlighting.
+
+    The first MAX_DIFF_WORDS words of each are aligned; words past them follow as one deleted
+    and one inserted run, so a runaway output costs linear time, not quadratic.
+    """
     wa, wb = re.findall(r"\S+\s*", a), re.findall(r"\S+\s*", b)
+    rest = ["".join(wa[MAX_DIFF_WORDS:]), "".join(wb[MAX_DIFF_WORDS:])]
+    wa, wb = wa[:MAX_DIFF_WORDS], wb[:MAX_DIFF_WORDS]
     ops: list[DiffOp] = []
     matcher = difflib.SequenceMatcher(a=wa, b=wb, autojunk=False)
     for tag, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -39,6 +48,7 @@ def word_diff(a: str, b: str) -> list[DiffOp]:
             ops.append(DiffOp("delete", "".join(wa[i1:i2])))
         if j2 > j1:
             ops.append(DiffOp("insert", "".join(wb[j1:j2])))
+    ops += [DiffOp(op, text) for op, text in zip(("delete", "insert"), rest, strict=True) if text]
     return ops
 
 

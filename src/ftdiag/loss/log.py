@@ -6,7 +6,6 @@ of other trackers), which both build on it: a leaf below both, so neither import
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from ftdiag.errors import FtdiagError
+from ftdiag.safeio import json_lines
 
 Series = Sequence[tuple[int, float]]  # a list, or an ArraySeries from a reader
 
@@ -92,8 +91,8 @@ def from_records(source: str, fmt: str, records: list[dict[str, Any]], step_col:
     out = LossLog(source, fmt)
     n = len(records)
     has, values = column(records, step_col)
-    steps = np.arange(n, dtype=np.float64)  # no step: the row number
-    steps[has] = np.where(np.isfinite(values), values, steps[has])
+    steps = np.arange(n, dtype=np.float64)  # no step: the row number (also for NaN, 1e300)
+    steps[has] = np.where(np.isfinite(values) & (np.abs(values) < 2.0**62), values, steps[has])
     steps = steps.astype(np.int64)
     columns = {"train": loss_col, "eval": eval_col, "grad_norm": "grad_norm",
                "learning_rate": "learning_rate", "epoch": "epoch",
@@ -127,7 +126,7 @@ def column(records: list[dict[str, Any]], col: str) -> tuple[np.ndarray, np.ndar
                 has[rows[null]] = False
                 values = np.delete(values, nan_at[null])
         return has, values
-    except (TypeError, ValueError):  # null, strings, lists: the element-wise way
+    except (TypeError, ValueError, OverflowError):  # null, strings, lists, 10**400: one by one
         pass
     raw = [r.get(col) for r in records]
     has = np.fromiter((v is not None for v in raw), dtype=bool, count=n)
@@ -157,9 +156,12 @@ def assign_series(out: LossLog, key: str, steps: np.ndarray, values: np.ndarray)
 def _floats(values: list[Any]) -> np.ndarray:
     """Values as float64 (None and non-numbers become NaN), vectorised when the input allows."""
     try:
-        return np.array(values, dtype=np.float64)  # None -> nan
-    except (TypeError, ValueError):
-        return np.array([_num(v) for v in values], dtype=np.float64)
+        out = np.array(values, dtype=np.float64)  # None -> nan
+        if out.shape == (len(values),):  # not [[]] read as a 1x0 matrix
+            return out
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return np.array([_num(v) for v in values], dtype=np.float64)
 
 
 def _num(value: Any, default: float = math.nan) -> float:
@@ -167,19 +169,13 @@ def _num(value: Any, default: float = math.nan) -> float:
         return default
     try:
         return float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer past 1e308
         return default
 
 
 def jsonl_objects(path: Path, hint: str) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSONL file, blank lines and non-objects skipped; bad JSON: one line."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FtdiagError(f"{path}:{lineno}: not valid JSON ({exc.msg})", hint) from None
-            if isinstance(rec, dict):
-                yield rec
+    """The JSON objects of a JSONL file, blank lines and non-objects skipped; bad JSON, a line
+    or file too long, or a nesting too deep: one error naming the line."""
+    for _, rec in json_lines(path, hint):
+        if isinstance(rec, dict):
+            yield rec

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ftdiag.atomic import atomic_dir
 from ftdiag.errors import FtdiagError
+from ftdiag.safeio import read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -178,11 +179,8 @@ def resolve_adapter_dir(name_or_path: str | os.PathLike[str],
 
 
 def read_config(model_dir: Path) -> dict[str, Any]:
-    """config.json of a model folder as a dict."""
-    try:
-        return json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise FtdiagError(f"cannot read {model_dir / 'config.json'}: {exc}") from exc
+    """config.json of a model folder as a dict (bounded read: ftdiag.safeio)."""
+    return read_json_object(model_dir / "config.json")
 
 
 def config_hash(model_dir: Path) -> str:

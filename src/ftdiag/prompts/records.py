@@ -1,6 +1,8 @@
 """Read title → description records from local files: AmazonTitles trn.json, JSONL/JSON, CSV, TXT.
 
-JSON and CSV go through `datasets` (local files only); a .txt file is one title per line.
+JSON and CSV go through `datasets` (local files only); a .txt file is one title per line. JSON is
+checked by ftdiag.safeio first, since `datasets` crashes the process (a segfault) on some files:
+pandas' ujson, its fallback, on a value nested ~10,000 levels deep; pyarrow on a lone `null`.
 """
 
 from __future__ import annotations
@@ -8,10 +10,12 @@ from __future__ import annotations
 import codecs
 import json
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 from ftdiag.errors import FtdiagError
+from ftdiag.safeio import MAX_LOG_BYTES, json_lines, parse_json, read_bytes
 
 TITLE_FIELDS = ("title", "product_title", "name", "prompt", "input")
 TEXT_FIELDS = ("content", "description", "text", "output", "completion", "response")
@@ -33,15 +37,19 @@ def check_utf8(path: Path) -> None:
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
     with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
+        while True:
+            chunk = fh.read(1 << 20)
             try:
-                decoder.decode(chunk)
+                decoder.decode(chunk, final=not chunk)  # final: a sequence cut off at the end
             except UnicodeDecodeError as exc:
-                bad_line = line + chunk[: exc.start].count(b"\n")
+                seen = bytes(exc.object)  # bytes held from the last chunk + this one
+                bad_line = line + seen[: exc.start].count(b"\n")
                 raise FtdiagError(
-                    f"{path} is not UTF-8 (byte {chunk[exc.start]:#x} on line {bad_line})",
+                    f"{path} is not UTF-8 (byte {seen[exc.start]:#x} on line {bad_line})",
                     hint="re-encode it, e.g. iconv -f latin1 -t utf-8",
                 ) from None
+            if not chunk:
+                return
             line += chunk.count(b"\n")
 
 
@@ -74,7 +82,38 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     if fmt == "text":
         lines = p.read_text(encoding="utf-8").splitlines()
         return [{"title": line.strip()} for line in lines if line.strip()]
+    if fmt == "json":
+        check_json(p)
     return _load_with_datasets(p, fmt)
+
+
+def check_json(p: Path) -> None:
+    """One JSON object per line (streamed), or one document holding objects: bad syntax, a
+    too-deep nesting, a too-long line or another shape is one error."""
+    values = json_lines(p, limit=None)
+    try:
+        first = next(values, None)
+    except FtdiagError:
+        first = None  # not JSON lines (a pretty-printed document): read it whole below
+    if first is None:
+        _check_document(parse_json(read_bytes(p, MAX_LOG_BYTES), p), p)
+        return
+    second = next(values, None)
+    if second is None and not isinstance(first[1], dict):  # a one-line document
+        _check_document(first[1], p)
+        return
+    for lineno, value in chain([first], [second] if second else [], values):
+        if not isinstance(value, dict):
+            raise FtdiagError(f"{p}:{lineno}: {type(value).__name__} where a JSON object was "
+                              "expected", hint="give one record object per line")
+
+
+def _check_document(doc: Any, p: Path) -> None:
+    """An array of record objects, or one object (of columns, as `datasets` reads it)."""
+    if not (isinstance(doc, dict) or (isinstance(doc, list) and all(isinstance(r, dict)
+                                                                  for r in doc))):
+        raise FtdiagError(f"{p} is not an array of JSON objects (records)",
+                          hint="give an array of objects, or one object per line (JSONL)")
 
 
 def _load_with_datasets(p: Path, fmt: str) -> list[dict[str, Any]]:
@@ -84,12 +123,14 @@ def _load_with_datasets(p: Path, fmt: str) -> list[dict[str, Any]]:
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     kwargs: dict[str, Any] = {"sep": "\t"} if p.suffix.lower() == ".tsv" else {}
     try:
-        ds = datasets.load_dataset(fmt, data_files=str(p), split="train", **kwargs)
-    except Exception as exc:  # datasets wraps parse errors in several exception types
+        rows = list(datasets.load_dataset(fmt, data_files=str(p), split="train", **kwargs))
+    except Exception as exc:  # datasets wraps parse errors in several exception types, and
+        # decoding rows raises more (KeyError on a key with a NUL byte, ValueError on keys
+        # Arrow sees as duplicates)
         raise FtdiagError(f"cannot parse {p} as {fmt.upper()}: {_first_line(exc)}") from exc
-    if len(ds) == 0:
+    if not rows:
         raise FtdiagError(f"no records in {p}")
-    return list(ds)
+    return rows
 
 
 def _first_line(exc: BaseException) -> str:

@@ -8,9 +8,10 @@ logged (the first is usually 1).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from ftdiag.loss.log import LossLog, from_records, jsonl_objects
+from ftdiag.loss.log import LossLog, _num, from_records, jsonl_objects
 
 FILE = "trainer_log.jsonl"
 _COLUMNS = {"current_steps": "step", "loss": "loss", "eval_loss": "eval_loss",
@@ -36,6 +37,7 @@ def read_trainer_log(path: Path) -> LossLog:
         if "loss" in rec or "eval_loss" in rec:
             records.append({new: rec[old] for old, new in _COLUMNS.items() if old in rec})
     out = from_records(str(path), "llamafactory", records, "step", "loss", "eval_loss")
-    if isinstance(total_steps, int | float) and total_steps > 0:
-        out.max_steps = int(total_steps)
+    steps = _num(total_steps)
+    if math.isfinite(steps) and steps >= 1:
+        out.max_steps = int(steps)
     return out

@@ -64,6 +64,7 @@ def read_mlflow_run(uri: str, run_id: str, *, loss_col: str = "loss",
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "15")
     try:
+        import yaml  # an mlflow dependency: its file store keeps metadata in meta.yaml
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
     except ImportError:
@@ -91,6 +92,10 @@ def read_mlflow_run(uri: str, run_id: str, *, loss_col: str = "loss",
                           "check --mlflow-uri and --run-id; mlflow ui lists the runs") from None
     except OSError as exc:
         raise FtdiagError(f"MLflow {uri}: {_first_line(exc)}") from None
+    except (yaml.YAMLError, RecursionError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        # MLflow's file store trusts its meta.yaml and metric files: a damaged one raises these
+        raise FtdiagError(f"MLflow {uri}, run {run_id}: the store's files are damaged "
+                          f"({type(exc).__name__}: {_first_line(exc)})") from None
     records.sort(key=lambda r: r[0])  # by time: the latest write of a step wins
     out = from_records(f"{uri}#{run_id}", "mlflow", [r for _, r in records], "step", "loss",
                         "eval_loss")

@@ -4,20 +4,18 @@ Sources name them differently: transformers' `learning_rate`/`num_train_epochs`,
 `lora_rank`, axolotl's `num_epochs`/`lora_r`/`micro_batch_size`, W&B's nested
 `peft_config.default.r`, MLflow params as strings. `normalise` maps any of them to `KEYS`;
 `dir_config` reads what a run folder holds (adapter_config.json, LLaMA-Factory's
-training_args.yaml, the axolotl config embedded in its README.md).
+training_args.yaml, the axolotl config embedded in its README.md), each through ftdiag.safeio:
+a file that does not decode is one error naming it.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import math
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from ftdiag.safeio import parse_yaml, read_json, read_text
 
 # canonical name -> names it goes by (leaf names of nested configs count too)
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -31,7 +29,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
 }
 KEYS = tuple(ALIASES)
 _SHORT = {"lr", "epochs", "r", "alpha", "batch_size"}
-_AXOLOTL_YAML = re.compile(r"See axolotl config.*?```yaml\n(.*?)```", re.S)
+README_LIMIT = 1_000_000  # a model card past this is not parsed for an axolotl config
 
 
 def normalise(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -59,40 +57,35 @@ def dir_config(run_dir: Path) -> tuple[dict[str, Any], str | None]:
     framework = None
     adapter = run_dir / "adapter_config.json"
     if adapter.is_file():
-        try:
-            cfg = json.loads(adapter.read_text(encoding="utf-8"))
-            if isinstance(cfg, dict):
-                config.update(normalise({k: cfg.get(k) for k in ("r", "lora_alpha")}))
-        except (OSError, json.JSONDecodeError) as exc:
-            log.debug("unreadable %s: %s", adapter, exc)
+        cfg = read_json(adapter)
+        if isinstance(cfg, dict):
+            config.update(normalise({k: cfg.get(k) for k in ("r", "lora_alpha")}))
     if (run_dir / "trainer_log.jsonl").is_file() or (run_dir / "training_args.yaml").is_file():
         framework = "LLaMA-Factory"
-        config.update(_yaml_config(run_dir / "training_args.yaml"))
+        args = run_dir / "training_args.yaml"
+        if args.is_file():
+            config.update(_yaml_config(read_text(args), args))
     readme = run_dir / "README.md"
-    if readme.is_file() and readme.stat().st_size < 1_000_000:
+    if readme.is_file() and readme.stat().st_size < README_LIMIT:
         text = readme.read_text(encoding="utf-8", errors="replace")
         if "axolotl" in text.lower():
             framework = "axolotl"
-            m = _AXOLOTL_YAML.search(text)
-            if m:
-                config.update(_yaml_text(m.group(1)))
+            block = _axolotl_yaml(text)
+            if block is not None:
+                config.update(_yaml_config(block, readme))
     return config, framework
 
 
-def _yaml_config(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        return {}
-    return _yaml_text(path.read_text(encoding="utf-8", errors="replace"))
+def _axolotl_yaml(text: str) -> str | None:
+    """The ```yaml block after "See axolotl config" in a model card (str.find: linear)."""
+    start = text.find("See axolotl config")
+    start = text.find("```yaml\n", start) if start >= 0 else -1
+    end = text.find("```", start + 8) if start >= 0 else -1
+    return text[start + 8:end] if end >= 0 else None
 
 
-def _yaml_text(text: str) -> dict[str, Any]:
-    import yaml  # a transformers dependency; only read when such a file is there
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        log.debug("unreadable yaml config: %s", exc)
-        return {}
+def _yaml_config(text: str, source: Path) -> dict[str, Any]:
+    data = parse_yaml(text, source)
     return normalise(data) if isinstance(data, dict) else {}
 
 

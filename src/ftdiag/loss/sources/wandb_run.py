@@ -10,7 +10,6 @@ imported (it costs about a second); its package folder is only located.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from typing import Any
 from ftdiag.errors import FtdiagError
 from ftdiag.loss.log import LossLog, from_records
 from ftdiag.loss.sources.runconfig import normalise
+from ftdiag.safeio import parse_json
 
 HINT_INSTALL = "pip install 'ftdiag[wandb]', or pip install 'wandb>=0.31'"
 # series -> W&B keys, first found wins: transformers' WandbCallback logs "train/loss", ...
@@ -57,17 +57,18 @@ def read_wandb_run(file: Path, *, loss_col: str = "loss", eval_col: str = "eval_
     run_name = None
     for rec in _records(file):
         kind = rec.get("type")
+        body = _object(rec.get(kind)) if isinstance(kind, str) else {}
         if kind == "history":
-            rows.append(rec["history"].get("item", {}))
+            rows.append(_object(body.get("item")))
         elif kind == "run":
-            run = rec["run"]
-            config.update(run.get("config", {}).get("update", {}))
-            run_name = run.get("display_name") or run.get("run_id")
+            config.update(_object(_object(body.get("config")).get("update")))
+            run_name = body.get("display_name") or body.get("run_id")
         elif kind == "config":
-            config.update(rec["config"].get("update", {}))
+            config.update(_object(body.get("update")))
         elif kind == "metric":
-            metric = rec["metric"]
-            if metric.get("step_metric") and metric.get("glob_name") in ("*", "train/*", None):
+            metric = body
+            if isinstance(metric.get("step_metric"), str) and metric["step_metric"] and \
+                    metric.get("glob_name") in ("*", "train/*", None):
                 step_metric = metric["step_metric"]
     keys = {**KEYS, "loss": (loss_col, f"train/{loss_col}", *KEYS["loss"]),
             "eval_loss": (eval_col, f"eval/{eval_col}", *KEYS["eval_loss"])}
@@ -111,7 +112,14 @@ def _records(file: Path) -> Iterator[dict[str, Any]]:
     for line in proc.stdout.splitlines():
         head = line[:48]
         if any(f'"type":"{t}"' in head for t in ("history", "run", "config", "metric")):
-            yield json.loads(line)
+            rec = parse_json(line, f"{file} (as wandb-core prints it)")
+            if isinstance(rec, dict):
+                yield rec
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else {} (a record shaped other than W&B writes it)."""
+    return value if isinstance(value, dict) else {}
 
 
 def _core_path() -> str:
