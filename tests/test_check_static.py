@@ -153,6 +153,19 @@ def test_double_wrapped_keys_are_a006_with_a_prefix_hint(broken: Path, base: Pat
     assert "strip the prefix 'base_model.model.'" in a006.hint
 
 
+def test_one_renamed_layer_is_a006_counted_alone(broken: Path, base: Path) -> None:
+    """A single module whose name the base lacks (a renamed layer) is enough for A006."""
+    keys = load_file(str(broken / WEIGHTS))
+    modules = sorted({k.split(".lora_A.")[0] for k in keys if ".lora_A." in k})
+    victim = modules[-1]
+    rewrite(broken, lambda t: {k.replace(victim + ".", victim + "_renamed.", 1): v
+                               for k, v in t.items()})
+    a006 = next(f for f in run_static(broken, base).findings if f.code == "A006")
+    assert a006.status == "fail"
+    assert (a006.evidence["count"], a006.evidence["total"]) == (1, len(modules))
+    assert [m.endswith("_renamed") for m in a006.evidence["unmatched"]] == [True]
+
+
 def test_adapter_for_another_architecture_is_a006(trained_gpt2_adapter: Path,
                                                   tiny_llama: Path) -> None:
     assert "A006" in codes(trained_gpt2_adapter, tiny_llama)
@@ -265,7 +278,7 @@ def test_llama_family_layout_equals_the_meta_model(cfg: dict[str, object],
     from ftdiag.adapters.keys import llama_modules, meta_modules
 
     (tmp_path / "config.json").write_text(json.dumps(cfg))
-    assert llama_modules(cfg) == meta_modules(tmp_path)
+    assert llama_modules(cfg) == meta_modules(tmp_path)[0]
 
 
 def test_static_check_does_not_import_torch(trained_adapter: Path, tiny_llama: Path) -> None:

@@ -20,6 +20,7 @@ from ftdiag.findings import Details, Finding, Report, finding, passed
 from ftdiag.generation.arms import (
     Arm,
     ArmOutput,
+    FastPath,
     GenSettings,
     arm_context,
     arm_groups,
@@ -107,6 +108,7 @@ class PlanSummary:
     mixed_batch: bool = False
     generate_calls: int = 0
     rows: int = 0
+    fast_path: FastPath = field(default_factory=FastPath)  # used=False: the reference path ran
 
 
 REFERENCE_METRICS = ("rouge_l", "token_f1", "ref_nll")
@@ -264,6 +266,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
                           hint="load it with PeftModel.from_pretrained(base, adapter_dir)")
     report.add(r010)
     report.layers_run += ["R", "G"]
+    settings = replace(settings, fast=audit.fast_path)
     arms = [audit.base_arm, audit.adapter_arm]
     merged = _load_merged(cfg.merged_dir, model) if cfg.merged_dir else None
     if merged is not None:
@@ -273,6 +276,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     if any(r.reference for r in rows):
         _reference_metrics(rows, arms, tokenizer, context_length(model, tokenizer), settings)
     summary = _summary(rows, [a.name for a in arms], gen, plan)
+    summary.plan.fast_path = audit.fast_path
     report.add(_identical_check(rows, cfg.max_identical))
     report.add(_runaway_check(summary, cfg.max_new_tokens))
     if cfg.check_batch:
@@ -281,8 +285,8 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
         report.add(_merged_check(arms[1], arms[2], prompts[:PROBES], tokenizer, rows))
     warnings = [f"title {i + 1} truncated to fit the context" for i, r in enumerate(rows)
                 if r.truncated]
-    note = other_adapters_note(cfg.adapter_dir)
-    summary.warnings = ([note] if note else []) + warnings
+    notes = [other_adapters_note(cfg.adapter_dir), audit.fast_path.note]
+    summary.warnings = [n for n in notes if n] + warnings
     report.details = AbDetails(summary, rows, tpl.source)
     return ABResult(report, rows, summary)
 
@@ -321,7 +325,7 @@ def _reference_metrics(rows: list[ABRow], arms: list[Arm], tokenizer: Any, ctx: 
     prompts = [scored[i].prompt for i in mine]
     refs = [scored[i].reference or "" for i in mine]
     local: list[tuple[int, str, float]] = []
-    for group in arm_groups(arms):
+    for group in arm_groups(arms, s.fast.used and s.fast.mixed):
         names = [a.adapter or BASE for a in group] if len(group) > 1 else None
         with arm_context(group[0]) if names is None else contextlib.nullcontext():
             values = reference_nll(group[0].model, tokenizer, prompts, refs, names, max_len=ctx,

@@ -16,9 +16,16 @@ from ftdiag.adapters.keys import (
     BaseLayout,
     base_layout,
     expected_modules,
+    param_wrappers,
     unmatched_hint,
 )
-from ftdiag.adapters.stats import LayerStat, add_ratios, base_norms, base_weight_index
+from ftdiag.adapters.stats import (
+    LayerStat,
+    add_ratios,
+    base_norms,
+    base_weight_index,
+    pattern_value,
+)
 from ftdiag.findings import Finding, finding, passed
 
 log = logging.getLogger(__name__)
@@ -29,8 +36,9 @@ def base_checks(files: AdapterFiles, modules: dict[str, AdapterModule], other: l
                 threshold: float, most: float) -> list[Finding]:
     """Run A006, A007, A008, A009 and A005 against the base in `base_dir`."""
     assert files.config is not None
-    layout = base_layout(base_dir)
     cfg = files.config
+    layout = base_layout(base_dir, params=bool(cfg.get("target_parameters")))
+    layout.modules = {**layout.modules, **param_wrappers(layout, cfg)}
     matched = [n for n in modules if n in layout.modules]
     expected = expected_modules(layout, cfg)
     info.base = BaseFit(str(base_dir), layout.config.get("model_type"), len(expected),
@@ -91,6 +99,12 @@ def _shapes(files: AdapterFiles, modules: dict[str, AdapterModule], matched: lis
         if (a and a[-1] != base.in_features) or (b and b[0] != base.out_features):
             bad.append(f"{name}: A{list(a or ())} B{list(b or ())} vs base "
                        f"out={base.out_features} in={base.in_features}")
+        elif a and base.kind == "param":  # r per expert, r from rank_pattern on the parameter
+            want = pattern_value(files.config.get("rank_pattern") or {}, base.key,
+                                 files.config.get("r"))
+            if isinstance(want, int) and a[0] != want * base.experts:
+                bad.append(f"{name}: A{list(a)} holds rank {a[0]}, not r={want} x "
+                           f"{base.experts} experts of {base.key}")
     if bad:
         return [finding("A008", f"{len(bad)} LoRA tensors do not fit the base shapes "
                                 f"({bad[0]})",

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ftdiag.adapters.files import AdapterFiles
-from ftdiag.adapters.keys import AdapterModule, target_matches
+from ftdiag.adapters.keys import AdapterModule, param_selectable, target_matches
 from ftdiag.adapters.stats import pattern_value
 from ftdiag.findings import Finding, finding, passed
 from ftdiag.runmeta import read_meta
@@ -27,7 +27,8 @@ def config_weights_check(files: AdapterFiles, modules: dict[str, AdapterModule],
     problems += _dora(modules, cfg)
     problems += _recorded(files.path, cfg)
     if check_targets and cfg.get("target_modules"):
-        outside = [n for n in modules if not target_matches(n, cfg)]
+        outside = [n for n in modules if not target_matches(n, cfg)
+                   and not param_selectable(n, cfg)]
         if outside:
             problems.append(f"{len(outside)} adapted modules are not selected by target_modules "
                             f"{cfg.get('target_modules')!r} (e.g. {outside[0]})")
@@ -92,6 +93,11 @@ def _ranks(files: AdapterFiles, modules: dict[str, AdapterModule],
         want = pattern_value(cfg.get("rank_pattern") or {}, name, cfg.get("r"))
         if a[0] != b[-1]:
             out.append(f"{name}: lora_A has rank {a[0]} but lora_B has rank {b[-1]}")
+        elif _wrapped_param(name, cfg):
+            ranks = [cfg.get("r"), *(cfg.get("rank_pattern") or {}).values()]
+            if not any(isinstance(r, int) and r > 0 and a[0] % r == 0 for r in ranks):
+                out.append(f"{name}: rank {a[0]} in the weights is no multiple of a rank in "
+                           f"the config (r={cfg.get('r')}, rank_pattern)")
         elif want is not None and int(want) != a[0]:
             src = "rank_pattern" if want != cfg.get("r") else "r"
             out.append(f"{name}: rank {a[0]} in the weights, {src}={want} in the config")
@@ -124,3 +130,11 @@ def _recorded(adapter_dir: Path, cfg: dict[str, Any]) -> list[str]:
             out.append(f"{cfg_key}={now} in the config but {trained} at training "
                        f"(ftdiag_meta.json): the scaling α/r differs from the trained one")
     return out
+
+
+def _wrapped_param(name: str, cfg: dict[str, Any]) -> bool:
+    """A layer of target_parameters (lora.ParamWrapper), checked here without the base: its rank
+    axis holds r per expert (r x experts), and rank_pattern applies to its parameter's name, so
+    only a multiple of a configured rank is required; A008 checks it exactly against the base."""
+    return param_selectable(name, cfg) and (cfg.get("target_modules") == "all-linear"
+                                            or not target_matches(name, cfg))

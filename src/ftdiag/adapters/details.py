@@ -11,6 +11,7 @@ from typing import Any
 
 from ftdiag.adapters.stats import LayerStat
 from ftdiag.findings import Details, Report
+from ftdiag.generation.arms import FastPath
 
 
 def _present(d: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +114,7 @@ class RuntimeDetails(Details):
     lora_layers: int
     # max_abs_diff, mean_kl, greedy_changed, prompts, tolerance, per_prompt (when R005 ran)
     probe: dict[str, Any] | None = None
+    fast_path: FastPath | None = None  # whether ftdiag's fast path matched its reference path
 
     def to_dict(self) -> dict[str, Any]:
         return _present(super().to_dict())

@@ -1,4 +1,5 @@
-"""Runtime measurements on a live PEFT model: logit probe (R005) and loaded-vs-disk (R006)."""
+"""Runtime measurements on a live PEFT model: logit probe (R005), loaded-vs-disk (R006), and
+whether ftdiag's fast path gives its reference path's logits (`fast_path`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ftdiag.model.live import adapters_off, preserved_state
+from ftdiag.generation.arms import FastPath
+from ftdiag.model.live import BASE, adapters_off, can_mix, preserved_state
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,7 @@ PROBE_TITLES = ["Stainless steel water bottle", "Wireless bluetooth headphones",
 
 @dataclass
 class ProbeResult:
-    """Adapter-on vs adapter-off next-token logits over the probe prompts."""
+    """Adapter-on vs adapter-off next-token logits over the probe prompts (each prompt alone)."""
 
     max_abs_diff: float
     mean_kl: float
@@ -29,6 +31,7 @@ class ProbeResult:
     prompts: int
     per_prompt: list[dict[str, Any]] = field(default_factory=list)
     off: list[Any] = field(default_factory=list, repr=False)  # adapters-off logits per prompt
+    on: list[Any] = field(default_factory=list, repr=False)  # the model's logits as it is
 
 
 def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
@@ -49,27 +52,31 @@ def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
     return prompts
 
 
-def last_logits(model: Any, tokenizer: Any, texts: list[str],
-                adapter_names: list[str] | None = None) -> list[Any]:
-    """Next-token logits (fp32, CPU) of each text, in one batch that runs their shared prefix
-    (the template's system part) once; adapter_names: a mixed batch, one name per text."""
-    from ftdiag.generation.decode import next_logits
+def alone_logits(model: Any, rows: list[list[int]]) -> list[Any]:
+    """Next-token logits (fp32, CPU) of each token row through its own plain forward: the
+    reference path, with no batch, padding, cache or adapter names to get wrong."""
+    import torch
 
-    if not texts:
-        return []
-    rows = [tokenizer(t)["input_ids"] for t in texts]
-    return list(next_logits(model, rows, tokenizer.pad_token_id or 0, adapter_names))
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for row in rows:
+            ids = torch.tensor([row], device=device)
+            out.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
+                       .float().cpu())
+    return out
 
 
 def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
-    """Next-token logits with the adapter as it is now vs inside adapters_off()."""
+    """Next-token logits with the adapter as it is now vs inside adapters_off() (reference path)."""
     import torch
 
     rows: list[dict[str, Any]] = []
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
     with preserved_state(model):
-        on = last_logits(model, tokenizer, prompts)
+        on = alone_logits(model, ids)
         with adapters_off(model):
-            off = last_logits(model, tokenizer, prompts)
+            off = alone_logits(model, ids)
     for prompt, a, b in zip(prompts, on, off, strict=True):
         la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
         kl = float((la.exp() * (la - lb)).sum())
@@ -79,7 +86,81 @@ def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
         max_abs_diff=max((r["max_abs_diff"] for r in rows), default=0.0),
         mean_kl=sum(r["kl"] for r in rows) / max(len(rows), 1),
         greedy_changed=sum(r["greedy_adapter"] != r["greedy_base"] for r in rows),
-        prompts=len(rows), per_prompt=rows, off=off)
+        prompts=len(rows), per_prompt=rows, off=off, on=on)
+
+
+def fast_path(model: Any, tokenizer: Any, prompts: list[str], on: list[Any],
+              off: list[Any] | None) -> FastPath:
+    """Whether the fast path gives the reference logits `on` (and `off`) on `prompts`, and after
+    each row's greedy token (prompt + token alone).
+
+    Fast: the prompts in one left-padded batch as ab-test decodes them (reserved KV cache, one
+    decoding step). Tried fastest first, the first exact one wins: base and adapter rows mixed
+    (when PEFT can mix them) or each arm in its own batch, each with the shared prefix run once,
+    then without it. off: the adapters-off reference (None: only the adapter arm is compared).
+    """
+    import torch
+
+    from ftdiag.generation.metrics import logit_gap
+
+    half = next(model.parameters()).dtype != torch.float32
+    rows = [tokenizer(p)["input_ids"] for p in prompts]
+    refs = ([off] if off is not None else []) + [on]  # per arm: base (if any), adapter
+    tokens = [[int(logits.argmax()) for logits in arm] for arm in refs]
+    with preserved_state(model):
+        after = [_arm_alone(model, [[*r, t] for r, t in zip(rows, toks, strict=True)],
+                            base=off is not None and k == 0) for k, toks in enumerate(tokens)]
+    ref = [x for arm in refs for x in arm] + [x for arm in after for x in arm]
+    versus = "disable_adapter() and the adapter" if off is not None else "the adapter"
+    mixes = [True, False] if off is not None and can_mix(model) else [False]
+    tries: list[FastPath] = []
+    for mixed, share in [(m, s) for m in mixes for s in (True, False)]:
+        path = ("mixed batch" if mixed else "batch per arm") + (", shared prefix" if share else "")
+        try:
+            with preserved_state(model):
+                got = _fast_logits(model, tokenizer.pad_token_id or 0, rows, tokens, mixed, share)
+        except Exception as exc:  # a fast path this model or PEFT cannot run
+            log.debug("fast path failed", exc_info=True)
+            tries.append(FastPath(False, None, None, f"the {path} raised "
+                                                     f"{type(exc).__name__}: {str(exc)[:200]}"))
+            continue
+        gap = logit_gap(ref, got, atol=5e-2 if half else 1e-3, rtol=1e-2 if half else 1e-4)
+        tries.append(FastPath(gap.within, gap.max_abs, gap.tolerance,
+                              f"{path} of {len(prompts)} prompts and a decoding step vs {versus}"
+                              f" on each prompt alone: max |Δlogit| {gap.max_abs:.3g} "
+                              f"(tolerance {gap.tolerance:.3g})", mixed, share))
+        if gap.within:
+            break
+    last = tries[-1]
+    if last.used:
+        last.reason = "; ".join(t.reason for t in reversed(tries))
+        return last
+    first = next((t for t in tries if t.gap is not None), tries[0])
+    return FastPath(False, first.gap, first.tolerance, "; ".join(t.reason for t in tries))
+
+
+def _arm_alone(model: Any, rows: list[list[int]], base: bool) -> list[Any]:
+    """alone_logits under the base arm (adapters off) or the model as it is."""
+    with adapters_off(model) if base else contextlib.nullcontext():
+        return alone_logits(model, rows)
+
+
+def _fast_logits(model: Any, pad_id: int, rows: list[list[int]], tokens: list[list[int]],
+                 mixed: bool, share: bool) -> list[Any]:
+    """The fast path's logits in `fast_path`'s reference order: each arm's prompts (base arm
+    first when `tokens` holds two arms), then each arm's decoding step feeding `tokens`."""
+    from ftdiag.generation.decode import next_logits
+
+    n = len(rows)
+    if mixed:
+        name = str(getattr(model, "active_adapter", "default"))
+        return list(next_logits(model, rows * 2, pad_id, [BASE] * n + [name] * n, share,
+                                then=[t for arm in tokens for t in arm]))
+    parts = []
+    for k, toks in enumerate(tokens):
+        with adapters_off(model) if k == 0 and len(tokens) == 2 else contextlib.nullcontext():
+            parts.append(list(next_logits(model, rows, pad_id, None, share, then=toks)))
+    return [x for p in parts for x in p[:n]] + [x for p in parts for x in p[n:]]
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 check-adapter, ab-test, doctor and `ftdiag.audit_model` all call `audit_runtime`. Its `base`
 argument is the object the caller means to use as the base arm (None: the adapters switched off
-on the same weights); R004 proves that arm is the base model before any text is trusted.
+on the same weights); R004 proves that arm is the base model before any text is trusted. The R
+checks judge the reference path (each prompt alone, `disable_adapter()` for the base); whether
+ftdiag's fast path agrees with it is measured apart (`FastPath`) and is never a user finding.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from ftdiag.adapters.probe import (
     ProbeResult,
     compare_with_disk,
     default_probes,
-    last_logits,
+    fast_path,
     logit_probe,
 )
 from ftdiag.findings import Finding, Report, finding, passed
-from ftdiag.generation.arms import Arm, GenSettings, generation_config, prompt_logits
-from ftdiag.model.live import BASE, can_mix, lora_b_nonzero, lora_layers, preserved_state
+from ftdiag.generation.arms import Arm, FastPath, GenSettings, generation_config, prompt_logits
+from ftdiag.model.live import BASE, lora_b_nonzero, lora_layers, preserved_state
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,7 @@ class RuntimeAudit:
     base_arm: Arm
     adapter_arm: Arm
     lora_layers: int
+    fast_path: FastPath  # used=False: generate through the reference path (GenSettings.fast)
 
 
 def audit_model(model: Any, base: Any = None, tokenizer: Any = None,
@@ -64,14 +67,16 @@ def audit_runtime(model: Any, base: Any = None, tokenizer: Any = None,
     if tokenizer is not None:
         probes = probes or default_probes(adapter_dir, tokenizer)
     probed = _probe_effect(model, tokenizer, probes, layers, status)
-    off = probed.off[:1] if isinstance(probed, ProbeResult) else []
-    r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers, off)
+    rt.fast_path = fast = _fast_path(model, tokenizer, probes, layers, probed)
+    if fast.gap is not None:  # ftdiag's own consistency: shown, never red
+        lines.append(StatusLine("fast path = reference", fast.used, fast.reason, ok=True))
+    r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers, probed, fast)
     report.add(_injected(model, layers, matches), _active(status, matches, layers), r003, r004)
     report.add(_effect(probed, rt, logit_tol))
     report.add(_on_disk(matches, adapter_dir, layers), _sampling(model, tokenizer, settings))
     report.add(_pad_is_eos(tokenizer, adapter_dir))
     adapter_arm = Arm("adapter", model, str(getattr(model, "active_adapter", "default")))
-    return RuntimeAudit(report, base_arm, adapter_arm, len(layers))
+    return RuntimeAudit(report, base_arm, adapter_arm, len(layers), fast)
 
 
 def _peft_status(model: Any) -> dict[str, Any]:
@@ -167,12 +172,27 @@ def _train_mode(model: Any, to_eval: bool) -> Finding:
     return passed("R003", "eval mode, no active dropout")
 
 
+def _fast_path(model: Any, tokenizer: Any, probes: list[str] | None,
+               layers: list[tuple[str, Any]], probed: ProbeResult | str) -> FastPath:
+    """The fast path checked against R005's reference logits (or the adapter's alone)."""
+    from ftdiag.adapters.probe import alone_logits
+
+    if not layers or tokenizer is None or not probes:
+        return FastPath(reason="not measured: no LoRA layers or no tokenizer")
+    if isinstance(probed, ProbeResult):
+        return fast_path(model, tokenizer, probes, probed.on, probed.off)
+    with preserved_state(model):
+        on = alone_logits(model, [tokenizer(p)["input_ids"] for p in probes])
+    return fast_path(model, tokenizer, probes, on, None)
+
+
 def _base_arm(model: Any, base: Any, tokenizer: Any, probe: list[str],
-              layers: list[tuple[str, Any]], off_logits: list[Any]) -> tuple[Finding, Arm]:
+              layers: list[tuple[str, Any]], probed: ProbeResult | str,
+              fast: FastPath) -> tuple[Finding, Arm]:
     """R004: the object used as the base arm carries no LoRA and returns the base's logits.
 
     A contaminated `base` is replaced by the adapters switched off on `model` (one weight copy).
-    off_logits: the probe's next-token logits with the adapters off, when R005 measured them.
+    probed: R005's reference logits of the probes (adapters on and off) when it measured them.
     """
     off = Arm("base", model, BASE)
     if not layers:
@@ -199,27 +219,21 @@ def _base_arm(model: Any, base: Any, tokenizer: Any, probe: list[str],
     if bad is not None:
         return bad, arm
     with preserved_state(model):
-        return _probe_base_arm(model, arm, tokenizer, probe[0], off_logits), arm
+        return _probe_base_arm(model, arm, tokenizer, probe[0], probed, fast), arm
 
 
-def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str,
-                    off_logits: list[Any]) -> Finding:
+def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str, probed: ProbeResult | str,
+                    fast: FastPath) -> Finding:
     """R004 on one prompt: the base arm's logits differ from the adapter's when lora_B != 0.
 
-    The mixed-batch path (base and adapter rows in one batch, as ab-test generates) must give
-    R005's adapters-off logits of the probe (`off_logits`) on its base row.
+    Judged on the reference path (the prompt alone; R005's logits when the base arm is
+    `disable_adapter()`). The fast path's agreement with it is `fast`, said in the message only.
     """
     from ftdiag.generation.metrics import logit_gap
 
     adapter_name = str(getattr(model, "active_adapter", "default"))
-    mixed = arm.adapter == BASE and can_mix(model) and bool(off_logits)
-    if mixed:
-        got_base, got_adapter = last_logits(model, tokenizer, [probe, probe],
-                                            [BASE, adapter_name])
-        path_gap = logit_gap(off_logits, [got_base])
-        if not path_gap.within:
-            return finding("R004", "mixed-batch base rows disagree with disable_adapter() "
-                           f"(max |Δlogit| {path_gap.max_abs:.3g})", max_abs_diff=path_gap.max_abs)
+    if arm.adapter == BASE and isinstance(probed, ProbeResult) and probed.off:
+        got_base, got_adapter = probed.off[0], probed.on[0]
     else:
         got_base = prompt_logits(arm, tokenizer, [probe])[0]
         got_adapter = prompt_logits(Arm("adapter", model, adapter_name), tokenizer, [probe])[0]
@@ -227,10 +241,11 @@ def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str,
     if lora_b_nonzero(model) and gap.max_abs == 0.0:
         return finding("R004", "the base arm returns exactly the adapter's logits although "
                        "lora_B is non-zero: it is not the base model", max_abs_diff=0.0)
-    path = ("mixed batch __base__" if mixed else "separate model" if arm.adapter is None
-            else "disable_adapter()")
+    path = "separate model" if arm.adapter is None else "disable_adapter()"
+    note = "" if fast.used else f" ({fast.note})"
     return passed("R004", f"base arm is the base model: LoRA off, max |Δlogit| vs adapter "
-                  f"{gap.max_abs:.3g}", path=path, max_abs_diff=gap.max_abs)
+                  f"{gap.max_abs:.3g}{note}", path=path, max_abs_diff=gap.max_abs,
+                  fast_path=fast.used, fast_path_gap=fast.gap)
 
 
 def _probe_effect(model: Any, tokenizer: Any, probes: list[str] | None,

@@ -2,7 +2,9 @@
 
 The base arm never comes from a second load nor from the object PEFT mutated: on a PeftModel it is
 PEFT's mixed batch (`adapter_names=["__base__", ...]`, both arms in one forward pass) or, where
-mixing is impossible (merged or DoRA layers), `disable_adapter()`.
+mixing is impossible (merged or DoRA layers), `disable_adapter()`. That mixed batch and
+`generation.decode` are ftdiag's fast path; `GenSettings.fast` says which parts of it the R
+audit found exact, and when none is, the reference path runs (each arm alone, HF `generate`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,33 @@ MIN_BATCH = 4
 
 
 @dataclass
+class FastPath:
+    """Which of ftdiag's fast paths (mixed batch, shared prefix, reserved KV cache) gave the
+    reference path's logits (each prompt alone; `disable_adapter()` for the base) on the probes.
+
+    A gap is ftdiag's own inconsistency, never a user finding: the run takes the fastest exact
+    path, or the reference path when none is (`used` False).
+    """
+
+    used: bool = True
+    gap: float | None = None  # max |Δlogit| fast vs reference (None: not measured)
+    tolerance: float | None = None
+    reason: str = "not measured"
+    mixed: bool = True  # base and adapter rows in one batch (False: each arm in its own)
+    share_prefix: bool = True  # the prompts' common prefix run once (False: pads before all)
+
+    @property
+    def note(self) -> str:
+        """One sentence for the report's notes when the fast path was not used ('' when it was)."""
+        if self.used:
+            return ""
+        what = ("could not run" if self.gap is None else
+                f"differed from its reference path (max |Δlogit| {self.gap:.3g})")
+        return (f"ftdiag's fast path {what}, so this run used the reference path (each arm "
+                f"alone, disable_adapter() for the base, HF generate): {self.reason}")
+
+
+@dataclass
 class GenSettings:
     """What to generate: greedy unless do_sample."""
 
@@ -39,6 +68,7 @@ class GenSettings:
     do_sample: bool = False
     temperature: float = 1.0
     seed: int = 0
+    fast: FastPath = field(default_factory=FastPath)  # the fast path R's audit found exact
 
 
 @dataclass
@@ -141,15 +171,17 @@ def _split(new: torch.Tensor, cfg: GenerationConfig, tokenizer: Any) -> ArmOutpu
 
 
 def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], cfg: GenerationConfig,
-                   adapter_names: list[str] | None) -> list[ArmOutput]:
-    """Completions of the prompts' token rows (one adapter name per row when mixing)."""
+                   adapter_names: list[str] | None, s: GenSettings) -> list[ArmOutput]:
+    """Completions of the prompts' token rows (one adapter name per row when mixing);
+    greedy through generation.decode unless the fast path is off (then HF generate)."""
     import torch
 
-    if not cfg.do_sample:  # greedy: generation.decode (rows leave at EOS, shared prefix once)
+    if s.fast.used and not cfg.do_sample:  # rows leave at EOS, shared prefix once
         from ftdiag.generation.decode import greedy
 
         new = greedy(model, rows, max_new_tokens=cfg.max_new_tokens or 0, eos=eos_ids(cfg),
-                     pad_id=cfg.pad_token_id or 0, adapter_names=adapter_names)
+                     pad_id=cfg.pad_token_id or 0, adapter_names=adapter_names,
+                     share_prefix=s.fast.share_prefix)
         return [_split(torch.tensor(ids, dtype=torch.long), cfg, tokenizer) for ids in new]
     enc = tokenizer.pad({"input_ids": rows}, padding=True,
                         return_tensors="pt").to(_device(model))
@@ -161,12 +193,12 @@ def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], cfg: Gener
     return [_split(row[width:], cfg, tokenizer) for row in out]
 
 
-def arm_groups(arms: list[Arm]) -> list[list[Arm]]:
-    """Arms sharing one mixable PeftModel run together; the others each alone."""
+def arm_groups(arms: list[Arm], mix: bool = True) -> list[list[Arm]]:
+    """Arms sharing one mixable PeftModel run together (unless not `mix`); the others alone."""
     groups: dict[int, list[Arm]] = {}
     alone: list[list[Arm]] = []
     for arm in arms:
-        if arm.adapter is not None and can_mix(arm.model):
+        if mix and arm.adapter is not None and can_mix(arm.model):
             groups.setdefault(id(arm.model), []).append(arm)
         else:
             alone.append([arm])
@@ -197,7 +229,7 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))  # batches need little padding
     results: dict[str, list[ArmOutput | None]] = {a.name: [None] * len(prompts) for a in arms}
-    groups = arm_groups(arms)
+    groups = arm_groups(arms, settings.fast.used and settings.fast.mixed)
     plan = GenPlan(mixed_batch=any(len(g) > 1 for g in groups))
     total, done = len(prompts) * len(arms), 0
     rank, size = world()
@@ -214,10 +246,11 @@ def generate_arms(tokenizer: Any, prompts: list[str], arms: list[Arm], settings:
             batch = [ids[i] for i in idx]
             if len(group) > 1:
                 names = [a.adapter or BASE for a in group for _ in idx]
-                outs = _generate_rows(group[0].model, tokenizer, batch * len(group), cfg, names)
+                outs = _generate_rows(group[0].model, tokenizer, batch * len(group), cfg, names,
+                                      settings)
             else:
                 with arm_context(group[0]):
-                    outs = _generate_rows(group[0].model, tokenizer, batch, cfg, None)
+                    outs = _generate_rows(group[0].model, tokenizer, batch, cfg, None, settings)
             for k, arm in enumerate(group):
                 for j, i in enumerate(idx):
                     results[arm.name][i] = outs[k * len(idx) + j]
@@ -247,7 +280,7 @@ def generate_one(tokenizer: Any, prompt: str, arm: Arm, settings: GenSettings) -
     torch.manual_seed(settings.seed)
     with arm_context(arm):
         return _generate_rows(arm.model, tokenizer, [tokenizer(prompt)["input_ids"]], cfg,
-                              None)[0]
+                              None, settings)[0]
 
 
 def prompt_logits(arm: Arm, tokenizer: Any, prompts: list[str]) -> list[torch.Tensor]:

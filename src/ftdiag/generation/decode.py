@@ -4,9 +4,11 @@ Gives the tokens `model.generate(do_sample=False)` gives on the same left-padded
 compare both), with less work: HF's loop keeps computing a row that reached EOS until its whole
 batch ends, and computes the template's common prefix once per row. Here a row that emits EOS is
 dropped from the KV cache, the mask and the adapter names in step, and the token prefix every
-prompt shares is run once per adapter name, its KV copied into each row. The KV cache is reserved
-up front (`reserved_cache`), and base and adapter rows share each forward through LoRA layers set
-up once per decode (`row_adapters`) rather than PEFT's per-forward hooks.
+prompt shares is run once per adapter name, its KV copied into each row (where the pads that then
+sit between prefix and tail change nothing: `prefix_is_exact`). The KV cache is reserved up front
+(`reserved_cache`), and base and adapter rows share each forward through LoRA layers set up once
+per decode (`row_adapters`) rather than PEFT's per-forward hooks. The R audit checks this path
+against plain forwards on every model before ab-test trusts it (`adapters.probe.fast_path`).
 """
 
 from __future__ import annotations
@@ -32,15 +34,31 @@ def common_prefix(rows: list[list[int]]) -> int:
     return n
 
 
+def _config_int(cfg: Any, *names: str) -> int:
+    """The first of `names` set to a positive int on the config (0 when none is).
+
+    A per-layer field of a heterogeneous config (transformers 5) raises on global access: skipped.
+    """
+    for name in names:
+        try:
+            value = getattr(cfg, name, None)
+        except Exception:  # AmbiguousGlobalPerLayerAttributeError and kin
+            continue
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
 def kv_bytes_per_token(model: Any) -> int:
-    """KV cache bytes one row adds per token (all layers, keys and values)."""
+    """KV cache bytes one row adds per token (all layers, keys and values; an estimate where the
+    config leaves a size per layer)."""
     cfg: Any = getattr(model, "config", None)
     cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    layers = int(getattr(cfg, "num_hidden_layers", 0) or getattr(cfg, "n_layer", 0) or 1)
-    heads = int(getattr(cfg, "num_attention_heads", 0) or getattr(cfg, "n_head", 0) or 1)
-    kv_heads = int(getattr(cfg, "num_key_value_heads", 0) or heads)
-    hidden = int(getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 0) or heads)
-    head_dim = int(getattr(cfg, "head_dim", 0) or hidden // heads)
+    layers = _config_int(cfg, "num_hidden_layers", "n_layer") or 1
+    heads = _config_int(cfg, "num_attention_heads", "n_head") or 1
+    kv_heads = _config_int(cfg, "num_key_value_heads") or heads
+    hidden = _config_int(cfg, "hidden_size", "n_embd") or heads
+    head_dim = _config_int(cfg, "head_dim") or max(1, hidden // heads)
     size = next(model.parameters()).element_size()
     return 2 * layers * kv_heads * head_dim * size
 
@@ -100,7 +118,8 @@ def _rows_forward(layer: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     on contiguous runs of equal names, without PEFT's per-call hooks or index lists; in eval
     mode (required by `row_adapters`) dropout is the identity and is skipped, and plain
     `nn.Linear` LoRA factors are applied with `F.linear`, as their forward does. Anything else
-    (no names, a name on non-contiguous rows, a LoRA variant) goes to PEFT's own forward.
+    (no names, a name on non-contiguous rows, a LoRA variant) goes to PEFT's own forward; an
+    input whose first dimension is not the batch's rows is refused (PEFT would mix wrong rows).
     """
     import torch
     import torch.nn.functional as F
@@ -108,6 +127,9 @@ def _rows_forward(layer: Any, rows: RowAdapters, x: torch.Tensor, *args: Any,
     names = rows.names
     if names is None or layer.disable_adapters or layer.merged:
         return type(layer).forward(layer, x, *args, **kwargs)
+    if x.shape[0] != len(names):  # tokens flattened (OPT's MLP) or routed (MoE experts)
+        raise ValueError(f"a LoRA layer got {x.shape[0]} rows for {len(names)} adapter names: "
+                         "its input is not one row per sequence, so rows cannot be mixed")
     if not rows.contiguous or any(n in layer.lora_variant for n, _, _ in rows.runs):
         return type(layer).forward(layer, x, *args, adapter_names=names, **kwargs)
     result = layer.base_layer(x, *args, **kwargs)
@@ -245,6 +267,37 @@ def reserved_cache(model: Any, capacity: int) -> Any:
     return cache
 
 
+def _kv_only(layer: Any) -> bool:
+    """A cache layer holding only keys and values (full attention or a sliding window), or none.
+
+    Recurrent and convolution states, indexers and the like are not: their rows are not all in
+    `keys`/`values` (HF's row selection misses them) and pads change them.
+    """
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    # ReservedLayer: reserved_cache's full-attention layer; DummyLayer: no KV of its own
+    return type(layer) in (DynamicLayer, DynamicSlidingWindowLayer) or \
+        type(layer).__name__ in ("ReservedLayer", "DummyLayer")
+
+
+def prefix_is_exact(cache: Any, slots: int) -> bool:
+    """Whether pads between the shared prefix and a row's tail leave every layer's output as is.
+
+    True when each cache layer attends to every cached slot: full attention, a layer with no KV of
+    its own, or a sliding window (or chunk) no shorter than `slots`. A window counts KV slots, not
+    positions, so pads inside it hide real tokens from the row (Gemma2/3, Mistral, Phi-3 with a
+    prompt longer than the window); recurrent layers see the pads too.
+    """
+    return all(_kv_only(layer) and int(getattr(layer, "sliding_window", slots)) >= slots
+               for layer in cache.layers)
+
+
+def _can_drop_rows(cache: Any) -> bool:
+    """Whether finished rows can leave the cache (every layer's state is its keys and values)."""
+    return all(_kv_only(layer) and hasattr(layer, "batch_select_indices")
+               for layer in cache.layers)
+
+
 def last(ids: torch.Tensor) -> int | torch.Tensor:
     """`logits_to_keep` for the last position only.
 
@@ -301,8 +354,26 @@ def _mixing(model: Any, adapter_names: list[str] | None
     if names:
         check_names(model, names)
     with torch.inference_mode(), row_adapters(model) if names else \
-            contextlib.nullcontext(RowAdapters(native=True)) as mix:
+            contextlib.nullcontext(RowAdapters(native=True)) as mix, _no_leaked_hooks(model):
         yield names, mix
+
+
+@contextlib.contextmanager
+def _no_leaked_hooks(model: Any) -> Iterator[None]:
+    """Remove the forward pre-hooks a block left on the model's modules.
+
+    PEFT's `adapter_names=` hooks are removed after a forward that returns, not after one that
+    raises (peft 0.21 `_enable_peft_forward_hooks`): a later plain forward would still get the
+    failed call's adapter names.
+    """
+    before = {id(m): set(m._forward_pre_hooks) for m in model.modules()}
+    try:
+        yield
+    finally:
+        for m in model.modules():
+            for key in set(m._forward_pre_hooks) - before.get(id(m), set()):
+                del m._forward_pre_hooks[key]
+                m._forward_pre_hooks_with_kwargs.pop(key, None)
 
 
 def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[int],
@@ -319,12 +390,24 @@ def greedy(model: Any, rows: list[list[int]], *, max_new_tokens: int, eos: set[i
 
 
 def next_logits(model: Any, rows: list[list[int]], pad_id: int,
-                adapter_names: list[str] | None = None) -> torch.Tensor:
-    """Next-token logits (fp32, CPU) of each prompt row: `greedy`'s prompt pass, shared prefix
-    run once, without generating; adapter_names: one per row, as in `greedy`."""
+                adapter_names: list[str] | None = None, share_prefix: bool = True,
+                then: list[int] | None = None) -> torch.Tensor:
+    """Next-token logits (fp32, CPU) of each prompt row: `greedy`'s prompt pass (shared prefix
+    run once where exact); adapter_names: one per row, as in `greedy`.
+
+    then: one token per row, fed as `greedy`'s first decoding step through the KV cache; its
+    logits follow the prompts' (2 x rows in all).
+    """
+    import torch
+
     with _mixing(model, adapter_names) as (names, mix):
-        logits, *_ = _prompt_pass(model, rows, pad_id, names, mix, True, 0)
-    return logits[:, -1].float().cpu()
+        logits, cache, mask, pos = _prompt_pass(model, rows, pad_id, names, mix, share_prefix,
+                                                1 if then else 0)
+        out = [logits[:, -1]]
+        if then:
+            tokens = torch.tensor(then, device=logits.device)
+            out.append(_step(model, _cache_kwarg(model), cache, mask, pos, tokens, mix)[0][:, -1])
+    return torch.cat(out).float().cpu()
 
 
 def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str] | None,
@@ -335,7 +418,9 @@ def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str
 
     device = next(model.parameters()).device
     key = _cache_kwarg(model)
-    cache = reserved_cache(model, max(len(r) for r in rows) + max_new_tokens)
+    slots = max(len(r) for r in rows) + max_new_tokens
+    cache = reserved_cache(model, slots)
+    share_prefix = share_prefix and prefix_is_exact(cache, slots)
     skip = _shared_prefix(model, rows, names, key, cache, mix) if share_prefix else 0
     ids, tail_mask = left_pad([r[skip:] for r in rows], pad_id)
     ids, tail_mask = ids.to(device), tail_mask.to(device)
@@ -344,6 +429,11 @@ def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str
     mix.names = names
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
                    logits_to_keep=last(ids), **{key: cache}, **mix.kwargs()).logits
+    filled = max((layer.get_seq_length() for layer in cache.layers
+                  if hasattr(layer, "get_seq_length")), default=0)
+    if filled < mask.shape[1]:  # a model without KV cache, or with one of its own
+        raise RuntimeError(f"{type(model).__name__} left the KV cache it was given unfilled "
+                           f"({filled} of {mask.shape[1]} positions)")
     return logits, cache, mask, pos
 
 
@@ -356,25 +446,40 @@ def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int
     logits, cache, mask, pos = _prompt_pass(model, rows, pad_id, names, mix, share_prefix,
                                             max_new_tokens)
     out: list[list[int]] = [[] for _ in rows]
-    live = list(range(len(rows)))
+    live = list(range(len(rows)))  # the batch's rows (indices into rows)
+    done: set[int] = set()  # finished rows kept in a batch whose cache cannot drop rows
+    can_drop = _can_drop_rows(cache)
     for step in range(max_new_tokens):
         nxt = logits[:, -1, :].argmax(-1)
         keep = []
         for j, tok in enumerate(nxt.tolist()):
+            if live[j] in done:
+                continue
             out[live[j]].append(tok)
-            if tok not in eos:
+            if tok in eos:
+                done.add(live[j])
+            else:
                 keep.append(j)
         if not keep or step == max_new_tokens - 1:
             break
-        if len(keep) < len(live):  # finished rows leave the batch, cache and names in step
+        if can_drop and len(keep) < len(live):  # finished rows leave: cache and names in step
             idx = torch.tensor(keep, device=device)
             cache.batch_select_indices(idx)
             mask, nxt, pos = mask[idx], nxt[idx], pos[idx]
             live = [live[j] for j in keep]
             names = [names[j] for j in keep] if names else None
-        mask = torch.cat([mask, mask.new_ones((len(live), 1))], 1)
-        pos = pos[:, -1:] + 1
         mix.names = names
-        logits = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                       use_cache=True, logits_to_keep=1, **{key: cache}, **mix.kwargs()).logits
+        logits, mask, pos = _step(model, key, cache, mask, pos, nxt, mix)
     return out
+
+
+def _step(model: Any, key: str, cache: Any, mask: torch.Tensor, pos: torch.Tensor,
+          tokens: torch.Tensor, mix: RowAdapters) -> tuple[torch.Tensor, ...]:
+    """One decoding step, a token per row through the KV cache: (logits, mask, positions)."""
+    import torch
+
+    mask = torch.cat([mask, mask.new_ones((len(tokens), 1))], 1)
+    pos = pos[:, -1:] + 1
+    logits = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=pos,
+                   use_cache=True, logits_to_keep=1, **{key: cache}, **mix.kwargs()).logits
+    return logits, mask, pos
