@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install llama-cpp demo demo-fast test test-fast fuzz test-browser app-screenshot lint bench clean
+.PHONY: install llama-cpp demo demo-fast test test-fast fuzz test-browser app-screenshot report-screenshot lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -40,16 +40,24 @@ fuzz: $(STAMP)
 	FTDIAG_FUZZ=long $(BIN)/python -m pytest -q -p no:cacheprovider --hypothesis-show-statistics \
 		tests/test_fuzz_parsers.py
 
-# The Streamlit app in Debian's Chromium (apt; no browser download), driven by Playwright.
+# The Streamlit app and doctor's HTML report in Debian's Chromium (apt; no browser download),
+# driven by Playwright.
 test-browser: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 	$(BIN)/pip install -q -e '.[browser]'
-	$(BIN)/python -m pytest -q -m browser tests/test_app_browser.py
+	$(BIN)/python -m pytest -q -m browser tests/test_app_browser.py tests/test_report_browser.py
 
 # docs/app.png: the browser test on the demo's adapter (run `make demo-fast` first).
 app-screenshot: test-browser
 	FTDIAG_APP_BASE=smollm2-135m FTDIAG_APP_ADAPTER=$${FTDIAG_CACHE:-$$HOME/.cache/ftdiag}/demo-fast/run \
 	FTDIAG_APP_SHOT=docs/app.png $(BIN)/python -m pytest -q -m browser tests/test_app_browser.py
+
+# docs/doctor-report.png: the report's browser test on the demo's own report (run `make demo` first).
+report-screenshot: test-browser
+	FTDIAG_REPORT_RUN=$${FTDIAG_CACHE:-$$HOME/.cache/ftdiag}/demo/run \
+	FTDIAG_REPORT_HTML=$${FTDIAG_CACHE:-$$HOME/.cache/ftdiag}/demo/doctor-report.html \
+	FTDIAG_REPORT_SHOT=docs/doctor-report.png $(BIN)/python -m pytest -q -m browser \
+		tests/test_report_browser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples

@@ -1,4 +1,4 @@
-"""The seed's app, done right: base vs adapter (vs merged) side by side, with adapter status.
+"""Product descriptions from base, adapter (and merged) side by side, with adapter status.
 
 Run: `pip install 'ftdiag[app]'` then `streamlit run examples/streamlit_app.py`.
 Defaults come from FTDIAG_APP_BASE / FTDIAG_APP_ADAPTER / FTDIAG_APP_MERGED.
@@ -19,10 +19,9 @@ from ftdiag.adapters.details import details_of
 from ftdiag.adapters.runtime import audit_model
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Finding, Report
-from ftdiag.generation.metrics import word_diff
 from ftdiag.model.load import load_adapter, load_base
 from ftdiag.prompts.records import Record
-from ftdiag.render.findings import check_name
+from ftdiag.render.text import word_diff_html
 
 # Material icons ship with Streamlit's own font: no emoji font needed. The word follows the icon.
 STATUS_MARK = {"pass": ":green[:material/check_circle: pass]",
@@ -59,21 +58,10 @@ def output_html(arm: str, body: str) -> str:
             f"{body or '<i>(empty)</i>'}</div>")
 
 
-def diff_html(a: str, b: str) -> str:
-    """`b` with words not in `a` highlighted green and removed words struck red."""
-    parts = []
-    for op in word_diff(a, b):
-        text = html.escape(op.text)
-        parts.append(text if op.op == "equal" else
-                     f"<del style='background:#ffd7d5'>{text}</del>" if op.op == "delete" else
-                     f"<ins style='background:#ccffd8;text-decoration:none'>{text}</ins>")
-    return "".join(parts)
-
-
 def check_rows(checks: list[Finding]) -> list[dict[str, str]]:
-    """The status table: a passing row under its neutral name, a finding under its title."""
+    """The status table: each row under `Finding.label` (what a pass proves, what a fault is)."""
     return [{"status": STATUS_MARK.get(c.status, c.status), "code": c.code,
-             "check": md_text(check_name(c)), "evidence": md_text(c.message)} for c in checks]
+             "check": md_text(c.label), "evidence": md_text(c.evidence_text)} for c in checks]
 
 
 def status_panel(report: Report, adapter: str) -> None:
@@ -124,9 +112,10 @@ def main() -> None:
             col.markdown(f"**{arm}**")
             col.html(output_html(arm, html.escape(text)))
         st.markdown("**diff base → adapter**")
-        st.html(output_html("diff", diff_html(outputs.get("base", ""), outputs.get("adapter", ""))))
+        st.html(output_html("diff", word_diff_html(outputs.get("base", ""),
+                                                   outputs.get("adapter", ""))))
         for f in result.report.findings:
-            st.warning(f"{f.code} {f.title}: {f.message}")
+            st.warning(f"{f.code} {f.label}: {f.message}")
 
 
 main()

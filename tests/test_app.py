@@ -32,4 +32,9 @@ def test_app_shows_status_and_side_by_side_outputs(
     table = at.table[0].value
     assert list(table["code"]) == ["R001", "R002", "R003", "R004", "R005", "R006", "R008", "R009"]
     assert table["check"][0] == "adapter injected"  # R001 passes: what it proved
+    from ftdiag.findings import CODES
+
+    for code, check, status in zip(table["code"], table["check"], table["status"], strict=True):
+        if "pass" in status:  # a tick never sits beside the fault's title
+            assert CODES[code].title not in check and check == CODES[code].proves, (code, check)
     assert all("material/" in s for s in table["status"])  # icons from Streamlit's own font

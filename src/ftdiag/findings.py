@@ -8,6 +8,8 @@ from typing import Any, Literal
 from ftdiag._version import __version__
 
 Status = Literal["pass", "info", "warn", "fail", "skip"]
+FINDING_STATUSES = ("info", "warn", "fail")
+SKIPPED = "skipped: "
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,10 @@ class CodeInfo:
     name: str
     title: str  # what a finding of this code found ("no trained LoRA layers in the model")
     proves: str = ""  # what the check proves when it passes ("adapter injected")
+
+    def label(self, status: str) -> str:
+        """A row's name: what it found when it is a finding, what it proves (or would) otherwise."""
+        return self.title if status in FINDING_STATUSES else self.proves
 
 
 def _c(code: str, sev: str, layer: str, name: str, title: str) -> CodeInfo:
@@ -192,14 +198,33 @@ class Finding:
         return info.title if info else self.check
 
     @property
+    def label(self) -> str:
+        """The row's name in every renderer: a finding's title, else what the check proves.
+
+        A passing or skipped row never carries its fault's title ("✓ R001 adapter injected").
+        """
+        info = CODES.get(self.code)
+        if self.is_finding or info is None:
+            return self.title
+        return self.check or info.label(self.status)
+
+    @property
+    def evidence_text(self) -> str:
+        """The message, a skipped check's always as "skipped: <why>" (one wording everywhere)."""
+        if self.status != "skip":
+            return self.message
+        return SKIPPED + (self.message.removeprefix(SKIPPED).strip() or "not run")
+
+    @property
     def is_finding(self) -> bool:
-        return self.status in ("info", "warn", "fail")
+        return self.status in FINDING_STATUSES
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "code": self.code,
             "severity": self.status,
             "title": self.title,
+            "label": self.label,
             "message": self.message,
             "hint": self.hint,
             "evidence": _jsonable(self.evidence),

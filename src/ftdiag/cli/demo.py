@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
         from ftdiag.demo.run import DemoDetails, run_demo
         from ftdiag.render.demo import print_demo
-        from ftdiag.render.doctor import to_html
+        from ftdiag.render.doctor_html import to_html
         from ftdiag.render.progress import stage_progress
 
         with stage_progress(enabled=not json_out) as (stage, progress):

@@ -54,7 +54,8 @@ def register(app: typer.Typer) -> None:
 
 def write_doctor_report(result: object, path: Path) -> None:
     """Write the doctor report as HTML or Markdown, by suffix."""
-    from ftdiag.render.doctor import to_html, to_markdown
+    from ftdiag.render.doctor import to_markdown
+    from ftdiag.render.doctor_html import to_html
 
     render = to_markdown if path.suffix.lower() == ".md" else to_html
     write_report(path, render(result))  # type: ignore[arg-type]

@@ -134,7 +134,8 @@ def analyse(log: LossLog, *, min_steps: int = 50) -> Report:
     rep.add(_check_diverging(fs, fl, smooth, d))
     rep.add(*_check_eval(fs, smooth, ev_steps, ev_loss, d))
     rep.add(_check_steps(log, min_steps, d))
-    d.curves = {"train": _sample(fs, fl, smooth), "eval": _sample(*_finite(ev_steps, ev_loss))}
+    d.curves = {"train": _sample(fs, fl, smooth), "eval": _sample(*_finite(ev_steps, ev_loss)),
+                "lr": _sample(*_finite(*_arrays(log.learning_rate)))}
     rep.checks.sort(key=lambda c: c.code)
     return rep
 

@@ -46,9 +46,10 @@ class LossAnalysis(Details):
     # "gap_last", "gap": [[step, eval - smoothed train]]}
     eval: dict[str, Any] | None = None
     lr_schedule: dict[str, Any] | None = None  # {"kind", "peak", "peak_step", "final", ...}
-    # {"train": [[step, loss, smoothed], ...], "eval": [[step, loss]]}, <= 400 points each
+    # {"train": [[step, loss, smoothed], ...], "eval": [[step, loss]], "lr": [[step, lr]]},
+    # <= 400 points each
     curves: dict[str, list[list[float]]] = field(
-        default_factory=lambda: {"train": [], "eval": []})
+        default_factory=lambda: {"train": [], "eval": [], "lr": []})
 
 
 @dataclass

@@ -13,7 +13,16 @@ from rich.text import Text
 from ftdiag.abtest.local import ABResult, ABRow, AbSummary
 from ftdiag.generation.metrics import word_diff
 from ftdiag.render.findings import findings_table, passed_skipped_line, verdict_text
-from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
+from ftdiag.render.text import (
+    CSS,
+    block,
+    cell,
+    checks_html,
+    checks_markdown,
+    checks_suite,
+    h,
+    xml_safe,
+)
 
 ARM_STYLE = {"base": "cyan", "adapter": "magenta", "merged": "blue"}
 FILE_LABELS = ("ROUGE-L vs reference ↑", "token-F1 ↑", "reference NLL / token ↓")
@@ -152,9 +161,7 @@ def to_markdown(result: ABResult) -> str:
                 f"({s.identical_share:.0%}).", "",
                 f"Generation: `{cell(s.generation_config)}`", "", "## Summary", "",
                 *summary_rows(result), ""]
-    out += ["## Checks", "", "| status | code | check | evidence | hint |", "|---|---|---|---|---|"]
-    out += [f"| {c.status} | {c.code} | {cell(c.title)} | {cell(c.message)} | {cell(c.hint)} |"
-            for c in rep.checks]
+    out += ["## Checks", "", *checks_markdown(rep.checks)]
     for i, row in enumerate(result.rows, 1):
         state = "identical" if row.identical else f"differ from token {row.first_divergent_token}"
         out += ["", f"## {i}. {cell(row.title)}", "", f"*{state}*", ""]

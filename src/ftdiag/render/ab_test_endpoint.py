@@ -22,7 +22,16 @@ from ftdiag.render.findings import (
     passed_skipped_line,
     verdict_text,
 )
-from ftdiag.render.text import CSS, block, cell, checks_html, checks_suite, h, xml_safe
+from ftdiag.render.text import (
+    CSS,
+    block,
+    cell,
+    checks_html,
+    checks_markdown,
+    checks_suite,
+    h,
+    xml_safe,
+)
 
 ARM_STYLE = {SERVED_BASE: "cyan", SERVED_ADAPTER: "magenta", "base": "dim cyan",
              "adapter": "dim magenta"}
@@ -135,9 +144,7 @@ def to_markdown(result: EndpointResult) -> str:
                 f"`{cell(sent(s, SERVED_BASE))}`, the adapter arm "
                 f"`{cell(sent(s, SERVED_ADAPTER))}`.",
                 ""]
-    out += ["## Checks", "", "| status | code | check | evidence | hint |", "|---|---|---|---|---|"]
-    out += [f"| {c.status} | {c.code} | {cell(c.title)} | {cell(c.message)} | {cell(c.hint)} |"
-            for c in rep.checks]
+    out += ["## Checks", "", *checks_markdown(rep.checks)]
     for i, row in enumerate(result.rows, 1):
         out += ["", f"## {i}. {cell(row.title)}", "", f"*served adapter is: "
                 f"{verdict_of_row(row)[0]}*", ""]

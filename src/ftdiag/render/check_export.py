@@ -89,7 +89,7 @@ def extra_lines(d: ExportDetails) -> list[str]:
 
 
 def to_markdown(report: Report) -> str:
-    from ftdiag.render.text import cell
+    from ftdiag.render.text import cell, checks_markdown
 
     d = details_of(report)
     out = [f"# ftdiag check-export: {report.verdict.upper()}", "",
@@ -100,15 +100,12 @@ def to_markdown(report: Report) -> str:
         out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in module_rows(d.modules)]
         out += ["", summary_line(d), ""]
     out += [f"{line}" for line in extra_lines(d)]
-    out += ["", "## Checks", "", "| status | code | check | evidence | hint |",
-            "|---|---|---|---|---|"]
-    out += [f"| {c.status} | {c.code} | {cell(c.title)} | {cell(c.message)} | {cell(c.hint)} |"
-            for c in report.checks]
+    out += ["", "## Checks", "", *checks_markdown(report.checks)]
     return "\n".join(out).rstrip() + "\n"
 
 
 def to_html(report: Report) -> str:
-    from ftdiag.render.text import CSS, h
+    from ftdiag.render.text import CSS, checks_html, h
 
     d = details_of(report)
     v = report.verdict
@@ -122,12 +119,7 @@ def to_html(report: Report) -> str:
         parts += [f"<h2>Modules</h2><table><tr>{head}</tr>{body}</table>",
                   f"<p class=dim>{h(summary_line(d))}</p>"]
     parts += [f"<p class=dim>{h(line)}</p>" for line in extra_lines(d)]
-    rows = "".join(
-        f'<tr><td class="st-{c.status}">{h(c.status)}</td><td>{h(c.code)}</td>'
-        f"<td>{h(c.title)}</td><td>{h(c.message)}</td><td class=dim>{h(c.hint)}</td></tr>"
-        for c in report.checks)
-    parts.append("<h2>Checks</h2><table><tr><th>status</th><th>code</th><th>check</th>"
-                 f"<th>evidence</th><th>hint</th></tr>{rows}</table>")
+    parts += ["<h2>Checks</h2>", checks_html(report)]
     return ("<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8>"
             f"<title>ftdiag check-export: {v}</title><style>{CSS}</style></head><body>"
             + "\n".join(parts) + "</body></html>\n")

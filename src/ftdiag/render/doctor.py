@@ -1,8 +1,7 @@
-"""Render a DoctorResult: Rich for people, Markdown and self-contained HTML to share."""
+"""Render a DoctorResult: Rich for people, Markdown to share (HTML: render.doctor_html)."""
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from rich.console import Console
@@ -12,6 +11,7 @@ from rich.text import Text
 from ftdiag.abtest.local import ABRow
 from ftdiag.doctor.run import DoctorResult
 from ftdiag.render.findings import checks_table, mark, passed_line, verdict_text
+from ftdiag.render.text import checks_markdown
 
 
 def _status(ok: bool | None) -> str:
@@ -81,11 +81,7 @@ def to_markdown(result: DoctorResult) -> str:
         for rc in result.causes:
             lines.append(f"{rc.rank}. **{rc.cause.title}** ({rc.severity}) — "
                          f"{_md('; '.join(rc.evidence[:3]))}  \n   Try: `{rc.cause.next_step}`")
-    lines += ["", "## Checks", "", "| status | code | check | evidence | hint |",
-              "|---|---|---|---|---|"]
-    for f in rep.checks:
-        cells = [f.status, f.code, _md(f.title), _md(f.message), _md(f.hint)]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Checks", "", *checks_markdown(rep.checks)]
     rows = _rows(result)
     if rows:
         lines += ["", "## Base vs adapter (greedy)", ""]
@@ -99,51 +95,3 @@ def to_markdown(result: DoctorResult) -> str:
 
 def _md(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
-table{border-collapse:collapse;width:100%;margin:1em 0}td,th{border:1px solid #ddd;padding:4px 8px;
-vertical-align:top;text-align:left}th{background:#f4f4f4}.pass{color:#1a7f37}.fail{color:#cf222e}
-.warn{color:#9a6700}.info{color:#0969da}.skip{color:#888}pre{white-space:pre-wrap;background:#f7f7f7;
-padding:8px;margin:0}.verdict{font-size:1.4em;font-weight:bold}.arms{display:grid;
-grid-template-columns:1fr 1fr;gap:8px}"""
-
-
-def to_html(result: DoctorResult) -> str:
-    """The whole diagnosis as one self-contained HTML page (inline CSS, all text escaped)."""
-    e = html.escape
-    rep = result.report
-    sym = {"pass": "✓", "fail": "✗", "skip": "–", "warn": "⚠", "info": "ℹ"}
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>ftdiag doctor</title>"
-           f"<style>{CSS}</style></head><body>",
-           f"<h1>ftdiag doctor: <code>{e(str(result.run_dir))}</code></h1>",
-           f"<p class='verdict {rep.verdict}'>Verdict: {rep.verdict.upper()}</p>",
-           "<h2>Success criteria</h2><table><tr><th></th><th>criterion</th><th>evidence</th></tr>"]
-    for i, c in enumerate(result.criteria, 1):
-        st = _status(c.ok)
-        out.append(f"<tr><td class='{st}'>{sym[st]}</td><td>{i}. {e(c.name)}</td>"
-                   f"<td>{e(c.evidence)}</td></tr>")
-    out.append("</table>")
-    if result.causes:
-        out.append("<h2>Most likely causes</h2><ol>")
-        for rc in result.causes:
-            out.append(f"<li><b>{e(rc.cause.title)}</b> <span class='{rc.severity}'>"
-                       f"({rc.severity})</span><br>{e('; '.join(rc.evidence[:3]))}<br>"
-                       f"Try: <code>{e(rc.cause.next_step)}</code></li>")
-        out.append("</ol>")
-    out.append("<h2>Checks</h2><table><tr><th></th><th>code</th><th>check</th><th>evidence</th>"
-               "<th>hint</th></tr>")
-    for f in rep.checks:
-        out.append(f"<tr><td class='{f.status}'>{sym.get(f.status, '?')}</td><td>{e(f.code)}</td>"
-                   f"<td>{e(f.title)}</td><td>{e(f.message)}</td><td>{e(f.hint)}</td></tr>")
-    out.append("</table>")
-    rows = _rows(result)
-    if rows:
-        out.append("<h2>Base vs adapter (greedy)</h2>")
-        for r in rows:
-            out.append(f"<h3>{e(r.title)}</h3><div class='arms'>")
-            for arm, text in r.outputs.items():
-                out.append(f"<div><b>{e(arm)}</b><pre>{e(str(text))}</pre></div>")
-            out.append("</div>")
-    out.append("</body></html>")
-    return "\n".join(out)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ftdiag.findings import CODES, Finding, Report
+from ftdiag.findings import SKIPPED, Finding, Report
 from ftdiag.render.jsondoc import error_json, to_json
 
 __all__ = ["error_json", "to_json"]  # re-exported: their home is render.jsondoc
@@ -22,11 +22,8 @@ def mark(status: str) -> Text:
 
 
 def check_name(f: Finding) -> str:
-    """A finding's problem title; a passing row says what it proved, a skipped row its name."""
-    info = CODES.get(f.code)
-    if f.is_finding or info is None:
-        return f.title
-    return f.check or (info.proves if f.status == "pass" else info.name)
+    """A row's name: `Finding.label` (a finding's title, else what the check proves)."""
+    return f.label
 
 
 def checks_table(checks: list[Finding], title: str | None = None) -> Table:
@@ -37,7 +34,7 @@ def checks_table(checks: list[Finding], title: str | None = None) -> Table:
     table.add_column("check", no_wrap=True)
     table.add_column("evidence → hint", overflow="fold", ratio=1)
     for f in checks:
-        evidence = Text(f.message)
+        evidence = Text(f.evidence_text)
         if f.hint:
             evidence.append(f"\n→ {f.hint}", style="dim")
         table.add_row(mark(f.status), f.code, Text(check_name(f)), evidence)
@@ -45,10 +42,13 @@ def checks_table(checks: list[Finding], title: str | None = None) -> Table:
 
 
 def passed_line(checks: list[Finding]) -> Text:
-    """One line naming the checks that passed (for long reports that table only findings)."""
+    """A line naming the checks that passed, then one for those skipped and why (long reports)."""
     codes = sorted({f.code for f in checks if f.status == "pass"})
     text = Text(f"✓ {len(codes)} checks passed: ", style="green")
     text.append(" ".join(codes), style="dim")
+    skipped = skipped_text(checks)
+    if skipped:
+        text.append(f"\n– {skipped}", style="dim")
     return text
 
 
@@ -80,10 +80,22 @@ def findings_table(report: Report) -> Table | None:
 
 
 def passed_skipped_line(report: Report) -> Text:
-    """One line: codes that passed, then codes skipped (each once)."""
+    """One line: codes that passed, then codes skipped with why (each once)."""
     ok = [c.code for c in report.checks if c.status == "pass"]
-    skipped = [c.code for c in report.checks if c.status == "skip"]
     text = Text(f"passed: {' '.join(dict.fromkeys(ok)) or 'none'}", style="green")
+    skipped = skipped_text(report.checks)
     if skipped:
-        text.append(f"   skipped: {' '.join(dict.fromkeys(skipped))}", style="dim")
+        text.append(f"   {skipped}", style="dim")
     return text
+
+
+def skipped_text(checks: list[Finding]) -> str:
+    """`skipped: L005 (no eval loss to compare with); R006 (…)`: codes grouped by their why."""
+    by_why: dict[str, list[str]] = {}
+    for c in checks:
+        if c.status == "skip":
+            codes = by_why.setdefault(c.evidence_text.removeprefix(SKIPPED), [])
+            if c.code not in codes:
+                codes.append(c.code)
+    return ("skipped: " + "; ".join(f"{' '.join(codes)} ({why})" for why, codes in by_why.items())
+            if by_why else "")

@@ -46,7 +46,14 @@ def summary_table(d: LossAnalysis) -> Table:
               show_header=False)
     t.add_column(style="bold", no_wrap=True)
     t.add_column(overflow="fold")
-    t.add_row("source", f"{d.source} ({d.format})")
+    for name, text in summary_rows(d):
+        t.add_row(name, text)
+    return t
+
+
+def summary_rows(d: LossAnalysis) -> list[tuple[str, str]]:
+    """(name, text) of each key number of one run: the terminal's table, the HTML report's."""
+    rows = [("source", f"{d.source} ({d.format})")]
     run = [f"{d.steps} optimizer steps", f"{d.records} loss records"]
     if d.max_steps:
         run[0] += f" of max_steps {d.max_steps}"
@@ -54,33 +61,34 @@ def summary_table(d: LossAnalysis) -> Table:
         run.append(f"{d.epochs:.3g} epochs")
     if d.tokens_seen:
         run.append(f"{d.tokens_seen:,} tokens")
-    t.add_row("run", ", ".join(run))
+    rows.append(("run", ", ".join(run)))
     if d.config:
-        t.add_row("config", config_text(d.config))
+        rows.append(("config", config_text(d.config)))
     if d.start_loss is not None and d.end_loss is not None:
-        t.add_row("train loss", f"start {d.start_loss:.4g} → end {d.end_loss:.4g}  "
-                                f"(min {d.min_loss:.4g} at step {d.min_loss_step})")
-        t.add_row("decrease", _pct(d.relative_decrease))
+        rows.append(("train loss", f"start {d.start_loss:.4g} → end {d.end_loss:.4g}  "
+                                   f"(min {d.min_loss:.4g} at step {d.min_loss_step})"))
+        rows.append(("decrease", _pct(d.relative_decrease)))
     lt = d.last_third
     if lt:
-        t.add_row("last third", f"steps {lt['steps'][0]}–{lt['steps'][1]}: {lt['change']:+.1%} "
-                                f"(slope {lt['slope']:.3g} ± {lt['stderr']:.2g} per step)")
+        rows.append(("last third", f"steps {lt['steps'][0]}–{lt['steps'][1]}: "
+                                   f"{lt['change']:+.1%} (slope {lt['slope']:.3g} ± "
+                                   f"{lt['stderr']:.2g} per step)"))
     ev = d.eval
     if ev:
-        t.add_row("eval loss", f"first {ev['first']:.4g}, best {ev['best']:.4g} at step "
-                               f"{ev['best_step']}, last {ev['last']:.4g} ({ev['records']} evals)")
-        t.add_row("eval − train", f"{ev['gap_first']:+.3g} → {ev['gap_last']:+.3g}")
+        rows.append(("eval loss", f"first {ev['first']:.4g}, best {ev['best']:.4g} at step "
+                                  f"{ev['best_step']}, last {ev['last']:.4g} "
+                                  f"({ev['records']} evals)"))
+        rows.append(("eval − train", f"{ev['gap_first']:+.3g} → {ev['gap_last']:+.3g}"))
     lr = d.lr_schedule
     if lr:
         warm = f", warmup {lr['warmup_steps']} steps" if lr["warmup_steps"] else ""
-        t.add_row("learning rate", f"{lr['kind']}: peak {lr['peak']:.3g} at step "
-                                   f"{lr['peak_step']}, final {lr['final']:.3g}{warm}")
+        rows.append(("learning rate", f"{lr['kind']}: peak {lr['peak']:.3g} at step "
+                                      f"{lr['peak_step']}, final {lr['final']:.3g}{warm}"))
     if d.duplicates_merged or d.was_unsorted:
-        t.add_row("cleaned", f"{d.duplicates_merged} duplicate steps merged (latest kept)"
-                  + (", steps sorted" if d.was_unsorted else ""))
-    for note in d.notes:
-        t.add_row("note", note)
-    return t
+        rows.append(("cleaned", f"{d.duplicates_merged} duplicate steps merged (latest kept)"
+                     + (", steps sorted" if d.was_unsorted else "")))
+    rows += [("note", note) for note in d.notes]
+    return rows
 
 
 def config_text(config: dict[str, Any]) -> str:

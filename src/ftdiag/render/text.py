@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from html import escape
 from typing import Any
 
-from ftdiag.findings import Report
+from ftdiag.findings import Finding, Report
 
 _NOT_XML = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
@@ -56,10 +56,10 @@ def h(value: Any) -> str:
 
 
 def checks_html(report: Report) -> str:
-    """Every check of a report as one HTML table (status, code, check, evidence, hint)."""
+    """Every check of a report as one HTML table (status, code, label, evidence, hint)."""
     rows = "".join(
         f'<tr><td class="st-{c.status}">{h(c.status)}</td><td>{h(c.code)}</td>'
-        f"<td>{h(c.title)}</td><td>{h(c.message)}</td><td class=dim>{h(c.hint)}</td></tr>"
+        f"<td>{h(c.label)}</td><td>{h(c.evidence_text)}</td><td class=dim>{h(c.hint)}</td></tr>"
         for c in report.checks)
     return ("<table><tr><th>status</th><th>code</th><th>check</th><th>evidence</th>"
             f"<th>hint</th></tr>{rows}</table>")
@@ -70,17 +70,45 @@ def checks_suite(report: Report, name: str) -> ET.Element:
     suite = ET.Element("testsuite", name=name)
     failures = skipped = 0
     for c in report.checks:
-        case = ET.SubElement(suite, "testcase", classname=name, name=f"{c.code} {c.title}")
+        case = ET.SubElement(suite, "testcase", classname=name,
+                             name=xml_safe(f"{c.code} {c.label}"))
         if c.status == "fail":
             failures += 1
             ET.SubElement(case, "failure", type=c.code,
                           message=xml_safe(c.message)).text = xml_safe(c.hint)
         elif c.status == "skip":
             skipped += 1
-            ET.SubElement(case, "skipped", message=xml_safe(c.message))
+            ET.SubElement(case, "skipped", message=xml_safe(c.evidence_text))
         else:
             ET.SubElement(case, "system-out").text = xml_safe(f"{c.status}: {c.message}")
     suite.set("tests", str(len(report.checks)))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     return suite
+
+
+def checks_markdown(checks: list[Finding]) -> list[str]:
+    """Every check as a Markdown table: status, code, label, evidence, hint."""
+    return ["| status | code | check | evidence | hint |", "|---|---|---|---|---|",
+            *(f"| {c.status} | {c.code} | {cell(c.label)} | {cell(c.evidence_text)} | "
+              f"{cell(c.hint)} |" for c in checks)]
+
+
+DEL_STYLE = "background:#ffd7d5;color:#82071e"
+INS_STYLE = "background:#ccffd8;color:#116329;text-decoration:none"
+
+
+def word_diff_html(a: str, b: str) -> str:
+    """`b` with words not in `a` in <ins> (green) and words of `a` it dropped in <del> (red).
+
+    Inline styles: the same marks in the doctor report and the Streamlit app.
+    """
+    from ftdiag.generation.metrics import word_diff
+
+    parts = []
+    for op in word_diff(a, b):
+        text = h(op.text)
+        parts.append(text if op.op == "equal" else
+                     f"<del style='{DEL_STYLE}'>{text}</del>" if op.op == "delete" else
+                     f"<ins style='{INS_STYLE}'>{text}</ins>")
+    return "".join(parts)
