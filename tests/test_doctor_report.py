@@ -56,18 +56,22 @@ def test_loss_plot_has_every_point_and_the_learning_rate(tmp_path: Path) -> None
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
 
 
-@pytest.mark.parametrize(("kind", "eval_kind", "mark"), [
-    ("flat", "ok", "ftdiag-L002-last-third"),
-    ("spike", "ok", "ftdiag-L003-spikes"),
-    ("healthy", "overfitting", "ftdiag-L005-turn"),
+@pytest.mark.parametrize(("kind", "eval_kind", "code", "mark", "words"), [
+    ("flat", "ok", "L002", "ftdiag-last-third", "L002 last third flat"),
+    ("diverging", "ok", "L003", "ftdiag-last-third", "last third rising"),
+    ("spike", "ok", "L003", "ftdiag-L003-spikes", "L003 spike"),
+    ("healthy", "overfitting", "L005", "ftdiag-L005-turn", "L005 eval turns up after step 80"),
 ])
 def test_loss_findings_are_marked_where_they_apply(tmp_path: Path, kind: str, eval_kind: str,
-                                                    mark: str) -> None:
+                                                    code: str, mark: str, words: str) -> None:
     result = _doctor(write_run(tmp_path / "run", kind, eval_kind=eval_kind))
-    assert mark[7:11] in result.report.codes()  # the finding fired ...
-    assert f'id="{mark}"' in to_html(result)  # ... and the plot shows where
-    healthy = _doctor(write_run(tmp_path / "ok", "healthy"))
-    assert "L00" not in "".join(re.findall(r'id="ftdiag-(L\d+)', to_html(healthy)))
+    assert code in result.report.codes()  # the finding fired ...
+    page = to_html(result)
+    assert f'id="{mark}"' in page and words in page  # ... and the plot shows where
+    if kind == "spike":  # a spike on a falling curve: no rising last third drawn
+        assert "ftdiag-last-third" not in page
+    healthy = to_html(_doctor(write_run(tmp_path / "ok", "healthy")))
+    assert not re.search(r'id="ftdiag-(L\d|last-third)', healthy)
 
 
 def test_without_matplotlib_the_report_says_how_to_get_the_plot(

@@ -14,6 +14,7 @@ from typing import Any
 
 from ftdiag.abtest.local import ABRow
 from ftdiag.findings import Finding
+from ftdiag.loss.analysis import RISE
 from ftdiag.loss.details import LossAnalysis
 
 PLOT_HINT = "pip install 'ftdiag[plot]'"  # matplotlib, for the plots in HTML reports
@@ -91,13 +92,12 @@ def _mark_findings(ax: Any, d: LossAnalysis, checks: list[Finding], found: set[s
     if "L003" in found and d.spikes:
         ax.plot([s[0] for s in d.spikes], [s[1] for s in d.spikes], "x", color=FLAG, ms=8,
                 mew=2, label="L003 spike", gid="ftdiag-L003-spikes")
-    lt = d.last_third
-    flat_or_rising = {"L002", "L003"} & found
-    if lt and flat_or_rising:
-        code = "L002" if "L002" in found else "L003"
-        what = "flat" if code == "L002" else "rising"
-        ax.axvspan(*lt["steps"], color=FLAG, alpha=0.08, lw=0, gid=f"ftdiag-{code}-last-third",
-                   label=f"{code} last third {what} ({lt['change']:+.0%})")
+    lt, codes = d.last_third, "/".join(sorted({"L002", "L003"} & found))
+    if lt and codes and (codes != "L003" or lt["change"] > 0):  # flat, or the rise L003 saw
+        rise = lt["change"]
+        what = "rising" if rise > RISE else "flat" if rise > -RISE else "falling"
+        ax.axvspan(*lt["steps"], color=FLAG, alpha=0.08, lw=0, gid="ftdiag-last-third",
+                   label=f"{codes} last third {what} ({lt['change']:+.0%})")
     l005 = next((c for c in checks if c.code == "L005" and c.is_finding), None)
     if l005 is not None and "best_step" in l005.evidence:
         step = l005.evidence["best_step"]
