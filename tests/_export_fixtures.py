@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -40,13 +41,24 @@ def copy_weight(src: Path, dst: Path, key: str) -> Path:
     return dst
 
 
+def llama_cpp_permute(weights: Any, n_head: int, n_head_kv: int | None = None) -> Any:
+    """llama.cpp's q/k row permutation, copied from its converter (not ftdiag's own).
+
+    `LlamaModel.permute` in conversion/llama.py of llama.cpp 0c1e57098 (convert_hf_to_gguf.py
+    before the split), whose convert_lora_to_gguf.py applies it to lora_b too.
+    """
+    if n_head_kv is not None and n_head != n_head_kv:
+        n_head = n_head_kv
+    return (weights.reshape(n_head, 2, weights.shape[0] // n_head // 2, *weights.shape[1:])
+            .swapaxes(1, 2)
+            .reshape(weights.shape))
+
+
 def write_merged_gguf(model_dir: Path, out: Path, qtype: str = "F32") -> Path:
     """A model folder converted as llama.cpp's convert_hf_to_gguf does (names, q/k permuted)."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file as load_np
-
-    from ftdiag.export.weights import permute
 
     cfg = json.loads((model_dir / "config.json").read_text())
     n, heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
@@ -64,7 +76,7 @@ def write_merged_gguf(model_dir: Path, out: Path, qtype: str = "F32") -> Path:
         assert name is not None, key
         data = value.astype(np.float32)
         if key.endswith(("q_proj.weight", "k_proj.weight")):
-            data = permute(data, heads if "q_proj" in key else kv)
+            data = llama_cpp_permute(data, heads, None if "q_proj" in key else kv)
         if data.ndim == 2 and quant != gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, gguf.quants.quantize(data, quant), raw_dtype=quant)
         else:
@@ -87,7 +99,6 @@ def write_lora_gguf(adapter: Path, base: Path, out: Path, *, alpha: float | None
     import gguf
 
     from ftdiag.export.lora import read_lora
-    from ftdiag.export.weights import permute
 
     cfg = json.loads((base / "config.json").read_text())
     heads = cfg["num_attention_heads"]
@@ -104,7 +115,7 @@ def write_lora_gguf(adapter: Path, base: Path, out: Path, *, alpha: float | None
         name = f"{names.get_name(upd.module)}.weight"
         a, b = upd.a, upd.b
         if upd.module.endswith(("q_proj", "k_proj")):
-            b = permute(b, heads if upd.module.endswith("q_proj") else kv)
+            b = llama_cpp_permute(b, heads, None if upd.module.endswith("q_proj") else kv)
         if rank_cut:
             a, b = a[:-rank_cut], b[:, :-rank_cut]
         writer.add_tensor(f"{name}.lora_a", a.copy())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import traceback
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,17 @@ from ftdiag.testing import tiny
 REAL_CACHE = Path(os.environ.get("FTDIAG_CACHE") or Path.home() / ".cache" / "ftdiag")
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--write-schemas", action="store_true",
+                     help="rewrite tests/schemas from this run (make schemas)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import _schema
+
+    _schema.WRITE = bool(config.getoption("--write-schemas"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
@@ -28,6 +41,28 @@ def _isolated_cache(
         monkeypatch.setenv("FTDIAG_CACHE", str(REAL_CACHE))
     else:
         monkeypatch.setenv("FTDIAG_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.fixture(autouse=True)
+def _cli_never_crashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every CLI run in the tests fails its test on an uncaught exception.
+
+    Under CliRunner a crash is exit 1 with nothing printed, the same code as a fail verdict; only
+    SystemExit (typer.Exit, the CLI's exit 2 for a user error) is how a command may end.
+    """
+    from typer.testing import CliRunner
+
+    invoke = CliRunner.invoke
+
+    def checked(self: CliRunner, *args: Any, **kwargs: Any) -> Any:
+        res = invoke(self, *args, **kwargs)
+        if res.exception is not None and not isinstance(res.exception, SystemExit):
+            trace = "".join(traceback.format_exception(*res.exc_info)) if res.exc_info else ""
+            pytest.fail(f"the CLI crashed (exit {res.exit_code}) after printing:\n"
+                        f"{res.output[-2000:]}\n{trace}")
+        return res
+
+    monkeypatch.setattr(CliRunner, "invoke", checked)
 
 
 @pytest.fixture(scope="session")

@@ -3,44 +3,29 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from _ab_helpers import write_titles
+from _torchrun import HAS_LAUNCHER, Launch, launch
 
 from ftdiag.distributed import gather, split, world
 
-BIN = Path(sys.executable).parent
+AB_CODE = 0  # healthy adapter: pass or warn
+DOCTOR_CODE = 0
 needs_launcher = pytest.mark.skipif(
-    not (BIN / "torchrun").is_file() or not (BIN / "ftdiag").is_file(),
-    reason="torchrun / ftdiag scripts not installed in this environment")
+    not HAS_LAUNCHER, reason="torchrun / ftdiag scripts not installed in this environment")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _run(args: list[str], tmp_path: Path, procs: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FTDIAG_CACHE": str(tmp_path / "cache")}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    launcher = ([str(BIN / "torchrun"), "--nproc_per_node", str(procs), "--master_port",
-                 str(_free_port())] if procs > 1 else [])
-    return subprocess.run([*launcher, str(BIN / "ftdiag"), *args], env=env, capture_output=True,
-                          text=True, timeout=240)
-
-
-def _doc(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    return json.loads(proc.stdout)  # one document: a second rank printing would break this
+def _doc(run: Launch, code: int) -> dict[str, Any]:
+    """The one JSON document rank 0 printed; every rank exited with `code`, others printed none."""
+    run.assert_exit(code)
+    assert all(r.stdout == "" for r in run.ranks[1:]), [r.stdout[:200] for r in run.ranks]
+    doc = json.loads(run.stdout)  # one document: a second rank printing would break this
+    assert code == (1 if doc["verdict"] == "fail" else 0)
+    return doc
 
 
 def _rounded(x: Any) -> Any:
@@ -63,8 +48,8 @@ def test_ab_test_two_processes_equal_one(tmp_path: Path, tiny_llama: Path,
     titles.write_text("\n".join(lines + lines[:1]) + "\n")  # 5 titles: uneven shards
     args = ["ab-test", "--adapter", str(trained_adapter), "--base", str(tiny_llama),
             "--titles", str(titles), "--max-new-tokens", "8", "--json"]
-    one = _doc(_run([*args, "--markdown", str(tmp_path / "one.md")], tmp_path, 1))
-    two = _doc(_run([*args, "--markdown", str(tmp_path / "two.md")], tmp_path, 2))
+    one = _doc(launch([*args, "--markdown", str(tmp_path / "one.md")], tmp_path, 1), AB_CODE)
+    two = _doc(launch([*args, "--markdown", str(tmp_path / "two.md")], tmp_path, 2), AB_CODE)
     assert len(two["details"]["rows"]) == 5 and "ref_nll" in two["details"]["summary"]
     assert _rounded(two) == _rounded(one)
     assert (tmp_path / "two.md").read_text() == (tmp_path / "one.md").read_text()
@@ -79,8 +64,8 @@ def test_doctor_two_processes_equal_one(tmp_path: Path, tiny_llama: Path,
     (run / "ftdiag_meta.json").write_text(json.dumps({"base": str(tiny_llama)}))
     write_titles(run / "train_examples.jsonl")
     args = ["doctor", str(run), "--max-new-tokens", "8", "--json"]
-    one = _doc(_run(args, tmp_path, 1))
-    two = _doc(_run(args, tmp_path, 2))
+    one = _doc(launch(args, tmp_path, 1), DOCTOR_CODE)
+    two = _doc(launch(args, tmp_path, 2), DOCTOR_CODE)
     assert two["details"]["ab"]["summary"]["n"] == 4
     assert _rounded(two) == _rounded(one)
 

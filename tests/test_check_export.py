@@ -62,6 +62,18 @@ def test_merge_with_the_wrong_scaling_is_x002(tiny_llama: Path, trained_adapter:
     assert status(report, "X001") == "pass"
 
 
+def test_alpha_off_by_a_quarter_is_x002(tiny_llama: Path, trained_adapter: Path,
+                                        tmp_path: Path) -> None:
+    """lora_alpha 10 instead of 8: every module's update is 1.25x, far outside the fit's noise."""
+    alpha = json.loads((trained_adapter / "adapter_config.json").read_text())["lora_alpha"]
+    wrong = edit_config(copy_adapter(trained_adapter, tmp_path / "a"), lora_alpha=alpha * 1.25)
+    export = merge_to(tiny_llama, wrong, tmp_path / "export")
+    report = check_export(export, trained_adapter, str(tiny_llama))
+    x002 = next(c for c in report.checks if c.code == "X002")
+    assert x002.status == "fail" and "scale 1.250" in x002.message, x002.message
+    assert status(report, "X001") == "pass"
+
+
 def test_rslora_scaling_is_alpha_over_sqrt_r(tiny_llama: Path, trained_adapter: Path,
                                              tmp_path: Path) -> None:
     rs = edit_config(copy_adapter(trained_adapter, tmp_path / "rs"), use_rslora=True)
@@ -78,6 +90,7 @@ def test_partial_merge_is_x002(merged32: Path, tiny_llama: Path, trained_adapter
     x002 = next(c for c in report.checks if c.code == "X002")
     assert x002.status == "fail"
     assert x002.evidence["base_like"] == ["model.layers.1.mlp.down_proj"]
+    assert status(report, "X001") == "pass"  # one base-like module: the rest were merged
 
 
 def test_gpt2_conv1d_merge_passes_and_base_fails(tiny_gpt2: Path, trained_gpt2_adapter: Path,

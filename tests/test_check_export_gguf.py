@@ -4,10 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
-from _export_fixtures import merge_to, status, write_merged_gguf
+from _export_fixtures import llama_cpp_permute, merge_to, status, write_merged_gguf
 
 from ftdiag.export.check import check_export
+from ftdiag.export.weights import permute, unpermute
+
+# llama.cpp's permute (conversion/llama.py) worked by hand on the row indices: each head's rows
+# are two rotary halves [h0 | h1], written interleaved as h0[0], h1[0], h0[1], h1[1], ...
+KNOWN = [
+    (8, 1, [0, 4, 1, 5, 2, 6, 3, 7]),
+    (8, 2, [0, 2, 1, 3, 4, 6, 5, 7]),
+    (16, 2, [0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15]),
+]
+
+
+@pytest.mark.parametrize(("rows", "heads", "order"), KNOWN)
+def test_qk_permutation_is_llama_cpps(rows: int, heads: int, order: list[int]) -> None:
+    assert llama_cpp_permute(np.arange(rows), heads).tolist() == order  # the fixtures' copy
+    assert permute(np.arange(rows), heads).tolist() == order
+    w = np.arange(rows * 3, dtype=np.float32).reshape(rows, 3)  # rows carry their columns
+    assert (permute(w, heads) == w[order]).all()
+    assert (unpermute(w[order], heads) == w).all()
 
 
 @pytest.fixture(scope="module")

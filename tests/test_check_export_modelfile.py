@@ -47,6 +47,8 @@ def test_matching_modelfile_passes(merged: Path, trained_adapter: Path,
     (GOOD.replace(TEMPLATE, ""), "no TEMPLATE"),
     (GOOD.replace("Title: {{ .Prompt }}", "{{ .Prompt }}?"), "TEMPLATE renders"),
     (GOOD.replace('PARAMETER stop "<|im_end|>"', 'PARAMETER stop "</s>"'), "no PARAMETER stop"),
+    (GOOD.replace("FROM ./merged", "FROM ./merged\nADAPTER ./lora.gguf"),
+     "ADAPTER ./lora.gguf on top of the merged export applies the update twice"),
 ])
 def test_modelfile_mismatch_is_x005(text: str, words: str, merged: Path, trained_adapter: Path,
                                     tiny_llama: Path) -> None:
@@ -62,6 +64,17 @@ def test_lora_gguf_needs_adapter_line(trained_adapter: Path, tiny_llama: Path,
     found = x005(lora, GOOD.replace("FROM ./merged", f"FROM {tiny_llama}"), trained_adapter,
                  tiny_llama)
     assert found.status == "warn" and "no ADAPTER" in found.message
+
+
+def test_lora_gguf_adapter_line_must_name_the_checked_file(trained_adapter: Path,
+                                                           tiny_llama: Path,
+                                                           tmp_path: Path) -> None:
+    lora = write_lora_gguf(trained_adapter, tiny_llama, tmp_path / "lora.gguf")
+    write_lora_gguf(trained_adapter, tiny_llama, tmp_path / "older.gguf")  # a real other file
+    text = GOOD.replace("FROM ./merged", f"FROM {tiny_llama}\nADAPTER ./older.gguf")
+    found = x005(lora, text, trained_adapter, tiny_llama)
+    assert found.status == "warn", found.message
+    assert found.evidence["problems"] == ["ADAPTER ./older.gguf is not the checked lora.gguf"]
 
 
 def test_parser_reads_blocks_quotes_and_comments(tmp_path: Path) -> None:

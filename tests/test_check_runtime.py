@@ -101,6 +101,30 @@ def test_mutated_base_object_is_r004(pair: tuple[Path, Path]) -> None:
     assert report.codes() == {"R004"}
 
 
+def test_a_dora_base_arm_that_is_the_adapter_is_r004(tiny_llama: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """DoRA cannot be mixed in one batch: R004 judges the base arm by its logits alone. If
+    switching the adapter off silently did nothing, the base arm returns exactly the adapter's."""
+    import contextlib
+
+    from _variants import build_adapter
+
+    import ftdiag.adapters.probe as probe
+    import ftdiag.generation.arms as arms
+    from ftdiag.model.live import can_mix
+
+    adapter = build_adapter(tiny_llama, tmp_path / "dora", "llama", variant="dora")
+    model, _, tok = loaded(tiny_llama, adapter)
+    assert not can_mix(model)
+    r004 = next(c for c in audit_model(model, tokenizer=tok).checks if c.code == "R004")
+    assert r004.status == "pass" and r004.evidence["max_abs_diff"] > 0  # the control
+    for module in (arms, probe):  # every place that switches the adapters off
+        monkeypatch.setattr(module, "adapters_off", lambda m: contextlib.nullcontext())
+    r004 = next(c for c in audit_model(model, tokenizer=tok).checks if c.code == "R004")
+    assert r004.status == "fail" and r004.evidence == {"max_abs_diff": 0.0}
+    assert "exactly the adapter's logits" in r004.message
+
+
 def test_clean_second_base_is_not_r004(pair: tuple[Path, Path]) -> None:
     model, _, tok = loaded(*pair)
     clean = load_base(pair[0]).model

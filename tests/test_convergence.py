@@ -186,6 +186,18 @@ def test_noisy_batch_size_one_curve_is_not_called_spiky(tmp_path: Path, seed: in
     assert rep.codes() == set()
 
 
+@pytest.mark.parametrize(("fall", "status"), [(0.02, "fail"), (0.08, "pass")])
+def test_l002_needs_a_five_percent_fall(tmp_path: Path, fall: float, status: str) -> None:
+    """A steady, clean decline of 2 % is no meaningful decrease; one of 8 % is."""
+    s = np.arange(1, 201)
+    noise = np.random.default_rng(0).normal(0, 0.001, s.size)
+    losses = 2.0 * (1 - fall * (s - 1) / (s.size - 1)) + noise
+    rep = loss_report([write_state(tmp_path / "run", history(losses, eval_curve("ok")))])
+    l002 = next(c for c in rep.checks if c.code == "L002")
+    assert l002.status == status, l002.message
+    assert fall * 0.8 < l002.evidence["relative_decrease"] < fall  # start/end are window medians
+
+
 def test_rising_loss_hint_says_lower_not_raise(tmp_path: Path) -> None:
     s = np.arange(1, 201)
     rep = loss_report([write_state(tmp_path / "up", history(1.0 + s / 100, eval_curve("ok")))])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from _ab_helpers import two_adapter_folder
 from typer.testing import CliRunner
@@ -82,3 +83,17 @@ def test_missing_base_is_one_line_exit_2(trained_adapter: Path, tmp_path: Path) 
                               str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
     assert res.exit_code == 2 and "Traceback" not in res.stderr
     assert not (tmp_path / "m").exists()
+
+
+def test_a_save_that_lost_the_update_is_b002_exit_1(tiny_llama: Path, trained_adapter: Path,
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """PEFT's merge made to drop the LoRA layers unmerged: what is saved is the base."""
+    from peft.tuners.lora import LoraModel
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", LoraModel.unload)
+    res = runner.invoke(app, ["merge", "--adapter", str(trained_adapter), "--base",
+                              str(tiny_llama), "--out", str(tmp_path / "m"), "--json"])
+    assert res.exit_code == 1, res.output
+    b002 = next(c for c in json.loads(res.stdout)["checks"] if c["code"] == "B002")
+    assert b002["status"] == "fail" and b002["evidence"]["max_abs_logit_diff"] > 1e-2

@@ -3,37 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from _torchrun import HAS_LAUNCHER, launch
 from _train_helpers import toy_records, write_jsonl
 
-BIN = Path(sys.executable).parent
+TRAIN_CODE = 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.mark.skipif(not (BIN / "torchrun").is_file() or not (BIN / "ftdiag").is_file(),
+@pytest.mark.skipif(not HAS_LAUNCHER,
                     reason="torchrun / ftdiag scripts not installed in this environment")
 def test_two_process_cpu_run(tmp_path: Path, tiny_llama: Path) -> None:
     data = write_jsonl(tmp_path / "trn.json", toy_records(48))
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "FTDIAG_CACHE": str(tmp_path / "cache")}
-    cmd = [str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(_free_port()),
-           str(BIN / "ftdiag"), "train", "--data", str(data), "--base", str(tiny_llama),
-           "--out", str(out), "--max-steps", "4", "--eval-steps", "2", "--logging-steps", "1",
-           "--max-length", "96", "--lr", "1e-2"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=90)
-    assert proc.returncode in (0, 1), proc.stderr[-3000:]
-    assert proc.stdout.count("training summary") == 1  # rank 0 alone prints
+    run = launch(["train", "--data", str(data), "--base", str(tiny_llama), "--out", str(out),
+                  "--max-steps", "4", "--eval-steps", "2", "--logging-steps", "1",
+                  "--max-length", "96", "--lr", "1e-2"], tmp_path, 2, timeout=90)
+    run.assert_exit(TRAIN_CODE)
+    assert run.ranks[0].stdout.count("training summary") == 1  # rank 0 alone prints
+    assert "training summary" not in run.ranks[1].stdout
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
     assert not list(out.glob(".*tmp*"))
     meta = json.loads((out / "ftdiag_meta.json").read_text())

@@ -1,0 +1,88 @@
+"""`make mutate`: mutmut over the check modules, each against its own tests, survivors printed.
+
+One mutmut run per group below, in a scratch copy of src/ and tests/ (so each group has its own
+[tool.mutmut] test selection and the work tree is never touched). `python tests/_mutate.py
+[GROUP ...]` runs some groups; the score is killed / (killed + survived), timeouts count killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MUTMUT = Path(sys.executable).parent / "mutmut"
+# group: (modules mutated, the tests that own them)
+GROUPS: dict[str, tuple[list[str], list[str]]] = {
+    "served": (["src/ftdiag/abtest/served_checks.py"], ["tests/test_served_checks.py"]),
+    "loss": (["src/ftdiag/loss/analysis.py"], ["tests/test_convergence.py"]),
+    "delta": (["src/ftdiag/export/delta.py"], ["tests/test_check_export.py"]),
+    "modelfile": (["src/ftdiag/export/modelfile.py"], ["tests/test_check_export_modelfile.py"]),
+    "gguf": (["src/ftdiag/export/weights.py", "src/ftdiag/export/gguf_lora.py"],
+             ["tests/test_check_export_gguf.py", "tests/test_check_export_lora_gguf.py"]),
+    "merge": (["src/ftdiag/export/merge.py"], ["tests/test_merge.py"]),
+    "base-checks": (["src/ftdiag/adapters/base_checks.py"], ["tests/test_check_static.py"]),
+    "runtime": (["src/ftdiag/adapters/runtime.py"], ["tests/test_check_runtime.py"]),
+    "data": (["src/ftdiag/training/checks.py"], ["tests/test_data.py"]),
+}
+
+
+def _toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def run_group(name: str, work: Path) -> dict[str, list[str]]:
+    """Mutate one group in a scratch copy; mutant names by status."""
+    modules, tests = GROUPS[name]
+    scratch = work / name
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    shutil.copytree(ROOT / "src", scratch / "src")
+    shutil.copytree(ROOT / "tests", scratch / "tests",
+                    ignore=shutil.ignore_patterns("__pycache__", "mutants"))
+    config = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    config += ("\n[tool.mutmut]\n"
+               f'source_paths = ["src"]\nonly_mutate = {_toml_list(modules)}\n'
+               f"pytest_add_cli_args_test_selection = {_toml_list(tests)}\n"
+               'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow"]\n')
+    (scratch / "pyproject.toml").write_text(config, encoding="utf-8")
+    subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=scratch, check=False)
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=scratch,
+                         capture_output=True, text=True, check=False).stdout
+    by: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+): (\w[\w ]*)$", line)
+        if m:
+            by.setdefault(m.group(2), []).append(m.group(1))
+    for mutant in by.get("survived", []):
+        diff = subprocess.run([str(MUTMUT), "show", mutant], cwd=scratch, capture_output=True,
+                              text=True, check=False).stdout
+        print(f"--- survived: {mutant}\n{diff}")
+    return by
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("groups", nargs="*", default=list(GROUPS), choices=[*GROUPS, []])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ftdiag-mutate"))
+    args = parser.parse_args()
+    total = {"killed": 0, "survived": 0}
+    for name in args.groups:
+        by = run_group(name, args.work)
+        killed = len(by.get("killed", [])) + len(by.get("timeout", []))
+        survived = len(by.get("survived", []))
+        total["killed"] += killed
+        total["survived"] += survived
+        other = {k: len(v) for k, v in by.items() if k not in ("killed", "timeout", "survived")}
+        print(f"{name}: {killed} killed, {survived} survived {other or ''}", flush=True)
+    n = total["killed"] + total["survived"]
+    print(f"score: {total['killed']}/{n} = {total['killed'] / n:.1%}" if n else "no mutants")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
