@@ -59,6 +59,21 @@ report-screenshot: test-browser
 	FTDIAG_REPORT_SHOT=docs/doctor-report.png $(BIN)/python -m pytest -q -m browser \
 		tests/test_report_browser.py
 
+.PHONY: schemas mutate
+
+# Re-pin the --json schemas (tests/schemas: keys, value types, row shapes) from the schema
+# tests, then show what changed: the diff is for review before it is committed.
+schemas: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --write-schemas tests/test_json_schema.py \
+		tests/test_endpoint.py::test_served_merged_adapter_reproduces_the_local_adapter
+	git diff --stat -- tests/schemas
+	git diff -- tests/schemas
+
+# mutmut over the check modules, each group against its own tests (not part of `make test`);
+# prints the surviving mutants and the score. `make mutate GROUPS="served loss"` for some.
+mutate: $(STAMP)
+	$(BIN)/python tests/_mutate.py $(GROUPS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks examples
 	$(BIN)/mypy src
