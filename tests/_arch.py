@@ -321,3 +321,32 @@ def hf_texts(base: Path, adapter: Path, prompts: list[str],
         out[arm] = [tok.decode(r[:r.index(eos)] if eos in r else r, skip_special_tokens=True)
                     for r in rows]
     return out
+
+
+def markdown(results: list[FamilyResult], not_decoder_only: dict[str, str]) -> str:
+    """docs/architectures.md: the families the sweep passed, the ones it skipped, and why."""
+    import transformers
+
+    ok = sorted((r for r in results if not r.skipped and not r.problems), key=lambda r: r.family)
+    skipped = sorted((r for r in results if r.skipped), key=lambda r: r.family)
+    failed = sorted((r for r in results if r.problems), key=lambda r: r.family)
+    lines = ["# Architectures: the sweep", "",
+             f"Written by `make arch-page` from `tests/test_arch_sweep.py` on transformers "
+             f"{transformers.__version__}. Each decoder-only family of transformers' causal-LM "
+             "mapping is built tiny from its own config class; a healthy all-linear adapter "
+             f"({STEPS} AdamW steps) must pass `check-adapter`, its untrained twin must get "
+             "A003, and `ab-test` texts must equal HF `generate` for base and adapter on a "
+             "left-padded batch of prompts of different lengths.", "",
+             f"**{len(ok)} passed, {len(failed)} failed, {len(skipped)} skipped** "
+             f"(and {len(not_decoder_only)} model types that are not decoder-only).", "",
+             "## Passed", "", "| family | how ab-test generated |", "|---|---|"]
+    lines += [f"| {r.family} | {r.fast_path} |" for r in ok]
+    if failed:
+        lines += ["", "## Failed", "", "| family | problem |", "|---|---|"]
+        lines += [f"| {r.family} | {r.problems[0].splitlines()[0][:200]} |" for r in failed]
+    lines += ["", "## Skipped: cannot be built and run tiny here", "", "| family | why |",
+              "|---|---|"]
+    lines += [f"| {r.family} | {r.skipped.replace('|', '/')} |" for r in skipped]
+    lines += ["", "## Not decoder-only", "", "| model type | why |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(not_decoder_only.items())]
+    return "\n".join(lines) + "\n"

@@ -13,9 +13,10 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
 
 import pytest
-from _arch import FamilyResult, families, run_family
+from _arch import FamilyResult, families, markdown, run_family
 
 FAMILIES, NOT_DECODER_ONLY = families()
 
@@ -31,6 +32,9 @@ def sweep(request: pytest.FixtureRequest) -> Iterator[dict[str, Future[FamilyRes
         yield futures
         for future in futures.values():
             future.cancel()
+    if out := os.environ.get("FTDIAG_ARCH_PAGE"):  # make arch-page: docs/architectures.md
+        done = [f.result() for f in futures.values() if f.done() and not f.cancelled()]
+        Path(out).write_text(markdown(done, NOT_DECODER_ONLY), encoding="utf-8")
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,4 +1,4 @@
-"""Findings map to the seed's causes, root causes and failures first."""
+"""Findings map to the original report's causes, root causes and failures first."""
 
 from __future__ import annotations
 

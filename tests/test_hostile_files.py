@@ -27,7 +27,9 @@ from ftdiag.errors import FtdiagError
 from ftdiag.export.modelfile import render_go
 from ftdiag.runmeta import read_meta
 
-SECONDS = 20
+# A hang guard, not a speed target: the 20 s is measured (closing note); a loaded
+# 2-core CI machine can take several times longer on a process that imports torch.
+SECONDS = 180
 MEMORY = 1 << 30
 CATASTROPHIC = "(.*.*)*zq"  # Python's re backtracks exponentially in the name's length
 

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         serve: bool = typer.Option(False, "--serve", help="Then serve the merged model with "
                                    "`transformers serve` and check it (ab-test --endpoint)."),
     ) -> None:
-        """Train on the embedded SmolLM2-135M, run doctor, reproduce and catch the seed's bug."""
+        """Train on the embedded SmolLM2-135M, run doctor, catch the in-place base bug."""
         from ftdiag.demo.run import DemoDetails, run_demo
         from ftdiag.render.demo import print_demo
         from ftdiag.render.doctor_html import to_html

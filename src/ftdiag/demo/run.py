@@ -1,6 +1,6 @@
-"""`demo`: train on the embedded model, run doctor, then reproduce the seed's bug and catch it.
+"""`demo`: train on the embedded model, run doctor, then reproduce and catch the in-place base bug.
 
-The seed's notebook compared "base" and "fine-tuned" using the base object that
+The original report's notebook compared "base" and "fine-tuned" using the base object that
 `PeftModel.from_pretrained` had mutated in place, so both arms ran the adapter. The demo does
 exactly that, shows the identical outputs, and shows ftdiag flagging it (R004, B001) next to
 the correct comparison through `disable_adapter()`.
@@ -41,8 +41,8 @@ FAST = DemoPlan(records=48, epochs=1.0, max_steps=6, lr=3e-3, batch_size=4,
 
 
 @dataclass
-class SeedBug:
-    """The seed's comparison (mutated base object) next to the correct one."""
+class InPlaceBaseBug:
+    """The original report's comparison (mutated base object) next to the correct one."""
 
     title: str
     naive_base: str
@@ -61,7 +61,7 @@ class DemoResult:
     data: Path
     train: Any
     doctor: DoctorResult
-    seed_bug: SeedBug
+    in_place_bug: InPlaceBaseBug
     report: Report = field(default_factory=lambda: Report("demo"))
 
     @property
@@ -71,8 +71,8 @@ class DemoResult:
 
     @property
     def bug_caught(self) -> bool:
-        """The seed's comparison gave identical texts, and the audit flagged it (R004)."""
-        return self.seed_bug.naive_identical and "R004" in self.seed_bug.audit.codes()
+        """The notebook's comparison gave identical texts, and the audit flagged it (R004)."""
+        return self.in_place_bug.naive_identical and "R004" in self.in_place_bug.audit.codes()
 
 
 def find_sample_data() -> Path:
@@ -85,7 +85,7 @@ def find_sample_data() -> Path:
 
 def run_demo(fast: bool = False, workdir: Path | None = None, stage: StageFn | None = None,
              progress: ProgressFn | None = None) -> DemoResult:
-    """Train → doctor → seed bug, on the embedded SmolLM2-135M."""
+    """Train → doctor → the in-place base bug, on the embedded SmolLM2-135M."""
     from ftdiag.training.recipe import TrainConfig, train
 
     plan = FAST if fast else FULL
@@ -102,15 +102,15 @@ def run_demo(fast: bool = False, workdir: Path | None = None, stage: StageFn | N
     say("doctor")
     doc = run_doctor(run_dir, n=plan.doctor_titles, max_new_tokens=plan.max_new_tokens,
                      stage=say, progress=progress)
-    say("reproducing the seed's bug (comparing against the mutated base object)")
-    bug = reproduce_seed_bug(run_dir, doc, plan.max_new_tokens)
+    say("reproducing the in-place base bug (comparing against the mutated base object)")
+    bug = reproduce_in_place_bug(run_dir, doc, plan.max_new_tokens)
     result = DemoResult(workdir, data, trained, doc, bug)
     result.report = demo_report(result)
     return result
 
 
-def reproduce_seed_bug(run_dir: Path, doc: DoctorResult, max_new_tokens: int) -> SeedBug:
-    """Do what the seed's notebook did, then audit it with ftdiag."""
+def reproduce_in_place_bug(run_dir: Path, doc: DoctorResult, max_new_tokens: int) -> InPlaceBaseBug:
+    """Do what the original report's notebook did, then audit it with ftdiag."""
     import torch
     from peft import PeftModel
 
@@ -138,9 +138,9 @@ def reproduce_seed_bug(run_dir: Path, doc: DoctorResult, max_new_tokens: int) ->
         correct_base = greedy(ft_model)
     audit = audit_model(ft_model, base=base_model, tokenizer=tok, adapter_dir=adapter_dir)
     if naive_base == naive_adapter:
-        audit.add(finding("B001", "the seed's 'base' and 'fine-tuned' texts are identical: "
+        audit.add(finding("B001", "the notebook's 'base' and 'fine-tuned' texts are identical: "
                           "both ran the adapter", title=title))
-    return SeedBug(title, naive_base, naive_adapter, correct_base, audit)
+    return InPlaceBaseBug(title, naive_base, naive_adapter, correct_base, audit)
 
 
 def _demo_title(doc: DoctorResult) -> str:
@@ -155,7 +155,7 @@ class DemoDetails(Details):
     """The demo report's details; `serve` is set when `--serve` ran (url, merged folder)."""
 
     doctor_verdict: str
-    seed_bug_codes: list[str]
+    in_place_bug_codes: list[str]
     workdir: str
     serve: dict[str, str] | None = None
 
@@ -167,17 +167,17 @@ class DemoDetails(Details):
 
 
 def demo_report(result: DemoResult) -> Report:
-    """The demo passes when doctor passes the trained adapter and flags the seed's bug."""
+    """The demo passes when doctor passes the trained adapter and flags the in-place base bug."""
     rep = Report("demo")
     doc_v = result.doctor.report.verdict
     rep.add(Finding("B001", "fail" if doc_v == "fail" else "pass",
                     f"doctor verdict on the trained adapter: {doc_v}",
                     check="doctor passes the trained adapter"))
-    codes = result.seed_bug.audit.codes()
+    codes = result.in_place_bug.audit.codes()
     caught = "R004" in codes
-    msg = (f"seed's comparison flagged: {', '.join(sorted(codes & {'R004', 'B001'}))}"
-           if caught else "the seed's mutated-base comparison was NOT flagged")
+    msg = (f"the notebook's comparison flagged: {', '.join(sorted(codes & {'R004', 'B001'}))}"
+           if caught else "the notebook's mutated-base comparison was NOT flagged")
     rep.add(Finding("R004", "pass" if caught else "fail", msg,
-                    check="the seed's bug is caught"))
+                    check="the in-place base bug is caught"))
     rep.details = DemoDetails(doc_v, sorted(codes), str(result.workdir))
     return rep

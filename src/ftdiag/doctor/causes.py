@@ -1,4 +1,4 @@
-"""Map findings to the seed's likely causes, ranked, each with the next command to try."""
+"""Map findings to likely causes, ranked, each with the next command to try."""
 
 from __future__ import annotations
 

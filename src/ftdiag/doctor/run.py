@@ -1,6 +1,6 @@
 """`doctor`: loss-report → check-adapter → ab-test → merged check on one run dir, one model load.
 
-Ends with the seed's success criteria as a checklist and the most likely causes, ranked.
+Ends with the original report's success criteria as a checklist and the most likely causes, ranked.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Criterion:
-    """One of the seed's success criteria, judged with evidence."""
+    """One of the original report's success criteria, judged with evidence."""
 
     name: str
     ok: bool | None  # None: could not be judged (layer skipped)
@@ -226,7 +226,7 @@ def _codes(part: Report | None) -> set[str]:
 
 
 def judge_criteria(result: DoctorResult) -> list[Criterion]:
-    """The seed's four success criteria, each ✓/✗ with evidence (None when not judged)."""
+    """The original report's 4 success criteria, each ✓/✗ with evidence (None when not judged)."""
     s = result.sections
     crit: list[Criterion] = []
     check = s.check
@@ -271,7 +271,7 @@ def _detail_criterion(sm: AbSummary) -> Criterion:
     rouge, nll = sm.rouge_l or {}, sm.ref_nll or {}
     parts = [f"mean length {length.get('base', 0):.1f} → {length.get('adapter', 0):.1f} tokens"]
     runaway = sm.hit_max_share
-    # Longer is the seed's criterion; a base that never stops is not "more detailed".
+    # Longer is the original report's criterion; a base that never stops is not "more detailed".
     ok = (length.get("adapter", 0) >= length.get("base", 0)
           or runaway.get("base", 0) > runaway.get("adapter", 0))
     if "adapter" in rouge:

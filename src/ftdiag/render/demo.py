@@ -1,4 +1,4 @@
-"""Render the demo: training summary, doctor, the seed's bug next to the correct comparison."""
+"""Render the demo: training, doctor, the in-place base bug beside the correct comparison."""
 
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def print_demo(result: DemoResult, console: Console) -> None:
     console.rule("[bold]2. doctor on the trained run")
     print_doctor(result.doctor, console)
     console.print(f"full report: {result.report_path}")
-    bug = result.seed_bug
-    console.rule("[bold]3. the seed's bug, reproduced")
+    bug = result.in_place_bug
+    console.rule("[bold]3. the in-place base bug, reproduced")
     console.print(f"title: [bold]{bug.title}[/]")
     same = "[red]IDENTICAL[/]" if bug.naive_identical else "[green]different[/]"
     naive = Panel(
@@ -63,16 +63,16 @@ def print_demo(result: DemoResult, console: Console) -> None:
 
 
 def demo_verdict(result: DemoResult) -> Text:
-    """The demo's last line, in words: was the seed's bug reproduced and caught?"""
+    """The demo's last line, in words: was the in-place base bug reproduced and caught?"""
     doctor = result.doctor.report.verdict
     overall = result.report.verdict
     if result.bug_caught:
         rest = "" if overall == "pass" else f"; other checks: {overall.upper()} (see above)"
-        return Text(f"demo: the seed's bug was reproduced (the mutated 'base' gave the "
+        return Text(f"demo: the in-place base bug was reproduced (the mutated 'base' gave the "
                     f"adapter's text) and caught (R004); doctor on the trained adapter: "
                     f"{doctor.upper()}{rest}", style="bold green" if overall != "fail"
                     else "bold red")
-    what = ("reproduced but NOT caught" if result.seed_bug.naive_identical
+    what = ("reproduced but NOT caught" if result.in_place_bug.naive_identical
             else "not reproduced (the two 'arms' differed)")
-    return Text(f"demo: FAIL, the seed's bug was {what}; doctor on the trained adapter: "
+    return Text(f"demo: FAIL, the in-place base bug was {what}; doctor on the trained adapter: "
                 f"{doctor.upper()}", style="bold red")

@@ -1,6 +1,6 @@
 """Training data: read title → description records, filter with reasons, split, tokenize, D0xx.
 
-The recipe: take the first `records` rows (the seed's RECORDS_TO_FINETUNNING), drop empty
+The recipe: take the first `records` rows (the original report's RECORDS_TO_FINETUNNING), drop empty
 titles/descriptions and exact duplicates, split by unique title (so no eval title is trained on),
 tokenize prompt + description + EOS with labels on the description and EOS only, and drop
 examples whose description would be truncated away entirely at `max_length`.
