@@ -19,12 +19,12 @@ def codes_table() -> str:
     """The finding codes as a Markdown table, family by family, from findings.CODES."""
     from ftdiag.findings import CODES, LAYERS
 
-    rows = ["| code | severity | layer | name | a finding says | a pass proves |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| code | severity | layer | name | what it means | a finding says | a pass proves |",
+            "|---|---|---|---|---|---|---|"]
     for info in CODES.values():
         layer = f"{info.layer} ({LAYERS[info.layer]})"
         rows.append(f"| {info.code} | {info.severity} | {layer} | `{info.name}` | "
-                    f"{_cell(info.title)} | {_cell(info.proves)} |")
+                    f"{_cell(info.meaning)} | {_cell(info.title)} | {_cell(info.proves)} |")
     return "\n".join(rows)
 
 

@@ -22,6 +22,7 @@ class CodeInfo:
     name: str
     title: str  # what a finding of this code found ("no trained LoRA layers in the model")
     proves: str = ""  # what the check proves when it passes ("adapter injected")
+    meaning: str = ""  # what the code means and how it is detected (the docs' code table)
 
     def label(self, status: str) -> str:
         """A row's name: what it found when it is a finding, what it proves (or would) otherwise."""
@@ -29,7 +30,168 @@ class CodeInfo:
 
 
 def _c(code: str, sev: str, layer: str, name: str, title: str) -> CodeInfo:
-    return CodeInfo(code, sev, layer, name, title, PROVES[code])
+    return CodeInfo(code, sev, layer, name, title, PROVES[code], MEANINGS[code])
+
+
+# What each code means and how it is detected (the docs' code table, in the contract's words).
+MEANINGS = {
+    "A001": "no adapter_config.json, or no adapter_model.safetensors / .bin next to it",
+    "A002": (
+        "weights file holds no tensors, or tensors with 0 elements (e.g. a broken state_dict "
+        "patch, ZeRO-3 partitioned save)"),
+    "A003": (
+        "every lora_B tensor is exactly zero: the adapter is a no-op (saved before training, "
+        "frozen, or lr=0)"),
+    "A004": "NaN or Inf in any adapter tensor",
+    "A005": (
+        "relative update ‖(α/r)·B·A‖ / ‖W‖ per adapted layer is below a threshold (default "
+        "1e-4) for all/most layers: the adapter barely moves the model"),
+    "A006": (
+        "adapter tensor names do not map onto modules of the given base "
+        "(prefix/wrapper/architecture mismatch): PEFT would leave those LoRA weights at init"),
+    "A007": (
+        "target_modules in adapter_config.json match no module of the base (or fewer than the"
+        " adapter holds)"),
+    "A008": (
+        "tensor shapes disagree with the base (fail); the recorded base name/path or its "
+        "weights fingerprint differs from the base given (warn)"),
+    "A009": (
+        "embedding/lm_head saved in the adapter, or the tokenizer, disagree with the base "
+        "vocab size (added tokens not saved / base not resized)"),
+    "A010": (
+        "some adapted layers have lora_B all zero while others do not (e.g. gradient "
+        "checkpointing cut the gradient to some layers)"),
+    "A011": (
+        "adapter_config.json disagrees with the weights it ships (r / rank_pattern vs tensor "
+        "shapes, target_modules vs tensor names, alpha vs the implied scaling), or PEFT "
+        "cannot load the adapter onto the base at all: the loader's reason is the evidence, "
+        "never a skip inside a pass"),
+    "A012": (
+        "the adapter given is an earlier checkpoint-N of a run that has later checkpoints or "
+        "a final adapter"),
+    "A013": (
+        "the adapter trains or saves embed_tokens / lm_head while the base ties them "
+        "(tie_word_embeddings): on reload or merge one side's update is lost or doubled"),
+    "A014": (
+        "the adapter was trained against a quantized base (bnb / GPTQ / AWQ config recorded, "
+        "or a name like *-bnb-4bit) and is now checked, merged or served at another precision"),
+    "A015": (
+        "training updated nothing although lora_B is not zero: the run's checkpoint-N "
+        "adapters (and a final adapter of a later step) are bit-identical (a resumed or "
+        "passed-in adapter left frozen)"),
+    "R001": (
+        "after loading, the model has no LoRA layers (e.g. loaded the base only, or a fresh "
+        "`get_peft_model` with zero init)"),
+    "R002": (
+        "LoRA layers exist but are disabled, another adapter is active, or PEFT reports an "
+        "\"irregular\" state"),
+    "R003": (
+        "model (or a dropout module) is in training mode during generation: outputs are not "
+        "deterministic"),
+    "R004": (
+        "the object used as \"base\" carries LoRA layers (PEFT injects in place), so a base-vs-"
+        "adapter comparison compares the adapter with itself"),
+    "R005": (
+        "on probe prompts the adapter changes next-token logits by less than a tolerance (max"
+        " abs diff and KL reported): the adapter does nothing observable"),
+    "R006": (
+        "LoRA weights in the loaded model differ from the file on disk (keys dropped on load,"
+        " or a new adapter was created instead of loaded)"),
+    "R007": "merging into a 4/8-bit or half-precision base can round the update away",
+    "R008": (
+        "generation would sample (do_sample / temperature from generation_config.json): A/B "
+        "differences may be chance"),
+    "R009": (
+        "pad_token == eos_token: a collator that masks pads also masks EOS, the model may "
+        "never learn to stop"),
+    "R010": "the prompt template used now differs from the one recorded at training time",
+    "B001": (
+        "base and adapter greedy outputs are identical on all (or ≥ the --max-identical share"
+        " of) prompts"),
+    "B002": (
+        "merged model disagrees with base+adapter beyond tolerance (logit diff / first "
+        "divergent token reported)"),
+    "B003": "a large share of outputs hit max_new_tokens without EOS",
+    "B004": (
+        "batched greedy output differs from one-prompt-at-a-time output (padding side / "
+        "masks)"),
+    "B005": (
+        "the adapter's outputs are not closer to the references than the base's (ROUGE-L and "
+        "reference NLL)"),
+    "E001": (
+        "the served adapter's greedy outputs equal the served base's on all (or ≥ the --max-"
+        "identical share of) titles"),
+    "E002": (
+        "the served \"adapter\" reproduces the local base, not the local adapter: the request "
+        "never selected the adapter (wrong model name, adapter not loaded, unknown adapter id"
+        " silently ignored)"),
+    "E003": (
+        "requests for the model name fail, or a server that routes by name does not list it "
+        "(never on llama-server, which answers any name): the server's answer is the evidence"),
+    "E004": (
+        "the served adapter departs from the local adapter (first divergent token, share of "
+        "titles) without being the base: template, stop tokens, precision or quantization of "
+        "the export"),
+    "E005": (
+        "the served base arm reproduces the local adapter, or the server reports the adapter "
+        "active for base requests (llama.cpp applies a `--lora` at its global scale to "
+        "requests that do not set it)"),
+    "X001": (
+        "the adapted modules' weights in the merged/exported model equal the base's: the "
+        "merge or conversion wrote the base"),
+    "X002": (
+        "per adapted module, (W_export − W_base) differs from (α/r)·B·A beyond tolerance "
+        "(relative error, cosine): wrong scaling, another adapter, a partial merge"),
+    "X003": (
+        "in the saved dtype or quantization, a large share of the update's elements fall "
+        "below half a unit in the last place of W: the save rounds the fine-tune away"),
+    "X004": (
+        "a LoRA GGUF disagrees with the PEFT adapter (alpha, rank, tensor count, "
+        "architecture) or is not a LoRA adapter"),
+    "X005": (
+        "an Ollama Modelfile serves the base (no ADAPTER, FROM not a merged export), or its "
+        "TEMPLATE / stop differ from the training template and EOS"),
+    "X006": (
+        "a merged folder still holds adapter_config.json / adapter_model.*: transformers re-"
+        "attaches the adapter on load and applies the update twice"),
+    "X007": (
+        "config.json contradicts the weights: a tie flag over a distinct trained lm_head, "
+        "lm_head missing or misnamed, architectures not the base's (fail); a "
+        "quantization_config over plain 16/32-bit tensors (warn)"),
+    "X008": (
+        "the token that ends a trained turn (recorded template + EOS, or the chat template's "
+        "turn end) is not among the export's EOS ids (generation_config.json, GGUF eos/eot)"),
+    "T001": (
+        "`--runtime NAME` builds another model class than the adapter was saved for (text-"
+        "only keys against a `*ForConditionalGeneration` wrapper, or the reverse)"),
+    "T002": (
+        "the named runtime refuses or drops adapter modules (modules_to_save, a LoRA on a "
+        "tied lm_head, an architecture it does not convert): the share of the update lost"),
+    "T003": (
+        "the named runtime scales or shapes the update unlike PEFT (rsLoRA as α/r, "
+        "alpha_pattern / rank_pattern collapsed, DoRA or lora_bias refused or ignored): the "
+        "served/trained scale per module"),
+    "L001": "no readable loss records in the given log/run directory",
+    "L002": "training loss shows no meaningful decrease from start to end",
+    "L003": "loss rises or spikes (robust z-score / k× running median)",
+    "L004": "NaN/Inf in loss or grad_norm",
+    "L005": "eval loss rises while train loss keeps falling",
+    "L006": (
+        "fewer optimizer steps than a threshold (default 50): the adapter had little chance "
+        "to move"),
+    "L007": "loss exactly 0 (all labels masked or degenerate data)",
+    "L008": "no eval loss logged: over/underfitting cannot be judged",
+    "L009": (
+        "after the first optimizer step no LoRA parameter has a non-zero, finite gradient "
+        "(frozen adapter, gradient checkpointing without input grads, all labels masked)"),
+    "L010": (
+        "grad_norm is exactly 0 on all (or at least 90 % of) logged steps while a loss is "
+        "logged: the optimizer moves nothing (L002 then names it)"),
+    "D001": "few training examples remain after filtering (reports how many were dropped and why)",
+    "D002": "examples whose completion tokens are all masked or truncated away (fail if all)",
+    "D003": "EOS is not among the trained label tokens",
+    "D004": "eval/test titles also appear in the training split",
+}
 
 
 # What each check proves when it passes: a passing row reads as the good news, not the fault.
