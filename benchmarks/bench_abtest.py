@@ -10,6 +10,9 @@ one as a script does), peak RSS its own (getrusage max RSS).
     python benchmarks/bench_abtest.py                        # 16x48 and 32x64 (several minutes)
     python benchmarks/bench_abtest.py --sizes 8x16           # quick run
     python benchmarks/bench_abtest.py --repeats 3            # 3 back-to-back pairs, median
+
+Where ftdiag's time goes is the CLI's own `details.timing` (wall time from its process's start).
+$FTDIAG_BENCH_BASE names another base folder (bench_abtest_1b.py: the TinyLlama-1.1B layout).
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-T_START = time.perf_counter()  # after the stdlib imports (ms): ftdiag's phases count from here
+from ftdiag.timing import LABELS
 
-BASE = "smollm2-135m"
+BASE = os.environ.get("FTDIAG_BENCH_BASE", "smollm2-135m")
+TARGETS = os.environ.get("FTDIAG_BENCH_TARGETS", "q_proj,k_proj,v_proj,o_proj").split(",")
 TITLES = [
     "Stainless Steel Insulated Water Bottle 750ml", "Wireless Bluetooth Headphones Over Ear",
     "Organic Cotton Crew Neck T-Shirt for Men", "USB-C to USB-C Braided Charging Cable 2m",
@@ -53,7 +57,7 @@ def make_adapter(out: Path) -> Path:
     """A LoRA adapter on SmolLM2 with small random (non-zero) lora_B, so the arms differ."""
     from ftdiag.testing.tiny import save_random_adapter
 
-    return save_random_adapter(BASE, out, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    return save_random_adapter(BASE, out, target_modules=TARGETS)
 
 
 def prompts(n: int, tokenizer: Any) -> list[str]:
@@ -62,18 +66,20 @@ def prompts(n: int, tokenizer: Any) -> list[str]:
     return [PromptTemplate().render(t, tokenizer) for t in TITLES[:n]]
 
 
-PHASES = (  # (label, module, attribute): what ftdiag's process spends its time on
-    ("preflight (static checks)", "ftdiag.adapters.preflight", "preflight"),
-    ("load base", "ftdiag.model.load", "load_base"),
-    ("load adapter (PEFT)", "ftdiag.model.load", "load_adapter"),
-    ("runtime checks (R layer)", "ftdiag.abtest.local", "audit_runtime"),
-    ("  of which R004 guard", "ftdiag.adapters.runtime", "_probe_base_arm"),
-    ("  of which R005 probes", "ftdiag.adapters.runtime", "logit_probe"),
-    ("  of which disk compare", "ftdiag.adapters.runtime", "compare_with_disk"),
-    ("generation", "ftdiag.abtest.local", "generate_arms"),
-    ("reference NLL", "ftdiag.abtest.local", "_reference_metrics"),
-    ("rendering (--json)", "ftdiag.cli.ab_test", "emit"),
-)
+def cpu_model() -> str:
+    """The CPU this ran on (/proc/cpuinfo), its core count and its native bf16/AMX flags."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    native = [f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags] or ["AVX2 only"]
+    return f"{name} ({os.cpu_count()} cores; {', '.join(native)})"
 
 
 def write_titles(folder: Path, n: int, references: bool) -> Path:
@@ -92,36 +98,17 @@ def write_titles(folder: Path, n: int, references: bool) -> Path:
     return path
 
 
-def _timed(timing: dict[str, float], label: str, fn: Any) -> Any:
-    def wrapper(*args: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return fn(*args, **kw)
-        finally:
-            timing[label] = timing.get(label, 0.0) + time.perf_counter() - t
-    return wrapper
-
-
-def run_ftdiag(adapter: str, titles: str, new: int, batch: int) -> dict[str, Any]:
-    """ftdiag's way: the `ftdiag ab-test --json` CLI in this process, phases timed by wrappers."""
+def run_ftdiag(adapter: str, titles: str, new: int, batch: int, dtype: str) -> dict[str, Any]:
+    """ftdiag's way: the `ftdiag ab-test --json` CLI in this process, as the executable runs it."""
     import contextlib
-    import importlib
     import io
 
-    t0 = T_START  # the bench's own imports and torch.set_num_threads count as imports too
-    import peft  # noqa: F401  (the command imports these lazily; timed here as imports)
-    import torch  # noqa: F401
-    from transformers import AutoModelForCausalLM  # noqa: F401
-
     import ftdiag.cli.app
+    from ftdiag.timing import count_from_process_start
 
-    timing: dict[str, float] = {}
-    for label, module, attr in PHASES:
-        mod = importlib.import_module(module)
-        setattr(mod, attr, _timed(timing, label, getattr(mod, attr)))
-    timing["imports (torch, transformers, peft, ftdiag)"] = time.perf_counter() - t0
+    count_from_process_start()  # as `ftdiag` (cli.main) does: details.timing from process start
     argv = ["ftdiag", "ab-test", "--adapter", adapter, "--base", BASE, "--titles", titles,
-            "--max-new-tokens", str(new), "--batch-size", str(batch), "--json"]
+            "--max-new-tokens", str(new), "--batch-size", str(batch), "--dtype", dtype, "--json"]
     buf = io.StringIO()
     old, sys.argv = sys.argv, argv
     try:
@@ -133,8 +120,10 @@ def run_ftdiag(adapter: str, titles: str, new: int, batch: int) -> dict[str, Any
     rows = doc["details"]["rows"]
     texts = [[r["outputs"]["base"], r["outputs"]["adapter"]] for r in rows]
     tokens = sum(r["tokens"]["base"] + r["tokens"]["adapter"] for r in rows)
-    return {"gen_s": timing["generation"], "in_process_s": time.perf_counter() - t0,
-            "tokens": tokens, "texts": texts, "phases": timing,
+    timing = doc["details"]["timing"]
+    parts = timing["parts_s"]
+    return {"gen_s": parts["prefill"] + parts["decode"], "tokens": tokens, "texts": texts,
+            "timing": timing, "dtype": doc["details"]["summary"]["dtype"],
             "identical": doc["details"]["summary"]["identical"],
             "calls": doc["details"]["summary"]["plan"]["generate_calls"]}
 
@@ -192,7 +181,8 @@ def child(args: argparse.Namespace) -> None:
 
         torch.set_num_threads(args.threads)  # same for every way; helps on a busy machine
     if args.mode == "ftdiag":
-        out = run_ftdiag(args.adapter, args.titles_file, args.new_tokens, args.batch_size)
+        out = run_ftdiag(args.adapter, args.titles_file, args.new_tokens, args.batch_size,
+                         args.dtype)
     elif args.mode == "naive":
         out = run_naive(args.adapter, args.titles, args.new_tokens)
     else:
@@ -210,7 +200,7 @@ def spawn(mode: str, args: argparse.Namespace, adapter: Path, titles: Path) -> d
     cmd = [sys.executable, __file__, "--child", mode, "--adapter", str(adapter),
            "--titles", str(args.titles), "--titles-file", str(titles),
            "--new-tokens", str(args.new_tokens), "--batch-size", str(args.batch_size),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--dtype", args.dtype]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1",
            "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"}
     t = time.perf_counter()
@@ -244,16 +234,13 @@ def report(args: argparse.Namespace, ft: dict[str, Any], naive: dict[str, Any],
         if a != b:
             arm = "base" if a[0] != b[0] else "adapter"
             print(f"  differs: title {i + 1} ({TITLES[i]}), {arm} arm")
-    phases = ft["phases"]
-    timed = sum(v for k, v in phases.items() if not k.startswith("  "))
-    print(f"where ftdiag's {ft['wall_s']:.1f} s go:")
-    print(f"  {'interpreter start-up and exit':<44}{ft['wall_s'] - ft['in_process_s']:>7.2f} s")
-    untimed = ft["in_process_s"] - timed
-    print(f"  {'untimed (titles, prompts, rows, verdicts)':<44}{untimed:>7.2f} s")
-    for label, value in phases.items():
-        print(f"  {label:<44}{value:>7.2f} s")
-    if "reference NLL" not in phases:
-        print(f"  {'reference NLL':<44}{'0':>7} s (titles without references)")
+    print(f"ftdiag dtype: {ft['dtype']['dtype']} ({ft['dtype']['reason']})")
+    timing = ft["timing"]
+    print(f"where ftdiag's {ft['wall_s']:.1f} s go (details.timing, {timing['wall_s']:.1f} s "
+          f"from process start to the JSON; the rest is exit):")
+    for key, value in timing["parts_s"].items():
+        print(f"  {LABELS.get(key, key):<44}{value:>7.2f} s")
+    print(f"  {'other (titles, prompts, rows, verdicts)':<44}{timing['other_s']:>7.2f} s")
     print(f"naive's {naive['wall_s']:.1f} s: {naive['gen_s']:.1f} s generating, "
           f"{naive['wall_s'] - naive['gen_s']:.1f} s start-up, imports and two loads")
 
@@ -279,6 +266,8 @@ def main() -> None:
                    help="back-to-back ftdiag/naive pairs per size; >1 adds the median ratios")
     p.add_argument("--with-references", action="store_true",
                    help="give ftdiag a reference per title (adds the reference-NLL phase)")
+    p.add_argument("--dtype", default="fp32",
+                   help="ftdiag's --dtype (fp32: the naive way's dtype, so texts compare)")
     p.add_argument("--child", choices=["ftdiag", "naive", "one"])
     p.add_argument("--adapter")
     p.add_argument("--titles", type=int, default=16)
@@ -292,8 +281,9 @@ def main() -> None:
     import torch
 
     threads = args.threads or torch.get_num_threads()
-    print(f"ab-test benchmark: {BASE} + random LoRA (q,k,v,o r=8) on CPU ({os.cpu_count()} cores, "
-          f"{threads} torch threads), load average {os.getloadavg()[0]:.1f} at start")
+    print(f"ab-test benchmark: {BASE} + random LoRA ({','.join(TARGETS)} r=8), ftdiag --dtype "
+          f"{args.dtype}; {cpu_model()}, {threads} torch threads; load average "
+          f"{os.getloadavg()[0]:.1f} at start")
     with tempfile.TemporaryDirectory(prefix="ftdiag-bench-") as tmp:
         adapter = make_adapter(Path(tmp) / "adapter")
         one = spawn("one", args, adapter, Path(tmp))

@@ -429,6 +429,7 @@ class Report:
     layers_run: list[str] = field(default_factory=list)
     layers_skipped: dict[str, str] = field(default_factory=dict)
     details: Details | None = None  # the command's own numbers (a Details dataclass)
+    timing: Any = None  # where the command's time went (timing.Clock): --json details.timing
 
     @property
     def findings(self) -> list[Finding]:
@@ -459,8 +460,14 @@ class Report:
             "findings": [f.to_dict() for f in self.findings],
             "checks": [{**f.to_dict(), "status": f.status} for f in self.checks],
             "layers": {"run": self.layers_run, "skipped": self.layers_skipped},
-            "details": _jsonable(self.details) if self.details is not None else {},
+            "details": self._details_dict(),
         }
+
+    def _details_dict(self) -> dict[str, Any]:
+        details = _jsonable(self.details) if self.details is not None else {}
+        if self.timing is not None:  # taken last: the render part ends here
+            details["timing"] = _jsonable(self.timing)
+        return details
 
 
 def _jsonable(value: Any) -> Any:

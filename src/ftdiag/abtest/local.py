@@ -38,10 +38,12 @@ from ftdiag.generation.metrics import (
     rouge_l,
     token_f1,
 )
+from ftdiag.model.dtype import DtypeChoice, choose_dtype, model_dtype
 from ftdiag.model.live import BASE
 from ftdiag.progress import ProgressFn
 from ftdiag.prompts.records import Record
 from ftdiag.prompts.template import DEFAULT_TEMPLATE, PromptTemplate, recorded_template
+from ftdiag.timing import phase
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,7 @@ class ABConfig:
     max_identical: float | None = None  # B001 when the identical share exceeds this
     revision: str | None = None  # Hub revision of the base (when it is a Hub id)
     adapter_revision: str | None = None  # Hub revision of the adapter (when it is a Hub id)
+    dtype: str = "auto"  # both arms' dtype: auto (bf16 where the CPU has it natively), fp32, ...
 
     def settings(self) -> GenSettings:
         """How every arm generates."""
@@ -130,6 +133,7 @@ class AbSummary:
     generation_config: dict[str, Any] = field(default_factory=dict)
     generation_overridden: dict[str, Any] = field(default_factory=dict)
     plan: PlanSummary = field(default_factory=PlanSummary)
+    dtype: DtypeChoice = field(default_factory=lambda: DtypeChoice("float32", "not recorded"))
     n_with_reference: int | None = None
     rouge_l: dict[str, float] | None = None
     token_f1: dict[str, float] | None = None
@@ -193,23 +197,27 @@ def fit_prompt(title: str, tpl: PromptTemplate, tokenizer: Any, budget: int) -> 
     return tpl.render(tokenizer.decode(ids), tokenizer), True
 
 
-def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report]:
-    """Preflight (layer S), then base + adapter loaded once (PeftModel) and its tokenizer."""
+def load_pair(cfg: ABConfig) -> tuple[Any, Any, Report, DtypeChoice | None]:
+    """Preflight (layer S), then base + adapter loaded once (PeftModel) and its tokenizer,
+    in the dtype `cfg.dtype` chooses (one model: both arms share it)."""
     from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight
-    from ftdiag.model.load import load_base
+    from ftdiag.model.load import load_base, pick_device_dtype
 
     pre = preflight(cfg.adapter_dir, cfg.base, revision=cfg.revision,
                     adapter_revision=cfg.adapter_revision)
     if pre.blocked:
-        return None, None, pre.static
+        return None, None, pre.static, None
     assert pre.base_dir is not None  # resolved, or preflight raised / A001 blocked
-    loaded = load_base(pre.base_dir)
+    with phase("load"):
+        device, _ = pick_device_dtype()
+        choice = choose_dtype(cfg.dtype, device)
+    loaded = load_base(pre.base_dir, device, choice.torch_dtype)
     model, refused = try_load_adapter(loaded, pre.adapter_dir)
     if refused is not None:  # A011: a fail with PEFT's reason, not an exit 2
         pre.static.add(refused)
-        return None, None, pre.static
-    return model, loaded.tokenizer, pre.static
+        return None, None, pre.static, None
+    return model, loaded.tokenizer, pre.static, choice
 
 
 def _load_merged(path: Path | str, like: Any) -> Any:
@@ -220,7 +228,8 @@ def _load_merged(path: Path | str, like: Any) -> Any:
     folder = resolve_model_dir(path)
     param = next(like.parameters())
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=param.dtype)
+        with phase("load"):
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=param.dtype)
     except Exception as exc:
         raise FtdiagError(f"cannot load the merged model from {folder}: {exc}") from exc
     return model.to(param.device).eval()
@@ -244,8 +253,9 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     report = Report("ab-test")
     tpl, r010 = choose_template(cfg)
     own = model is None
+    choice = None
     if own:
-        model, tokenizer, static = load_pair(cfg)
+        model, tokenizer, static, choice = load_pair(cfg)
         report.add(*static.checks)
         report.layers_run.append("S")
         if model is None:
@@ -274,9 +284,11 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     outputs, plan, gen = generate_arms(tokenizer, prompts, arms, settings, progress)
     rows = _rows(records, fitted, outputs)
     if any(r.reference for r in rows):
-        _reference_metrics(rows, arms, tokenizer, context_length(model, tokenizer), settings)
+        with phase("reference_nll"):
+            _reference_metrics(rows, arms, tokenizer, context_length(model, tokenizer), settings)
     summary = _summary(rows, [a.name for a in arms], gen, plan)
     summary.plan.fast_path = audit.fast_path
+    summary.dtype = choice or model_dtype(model)
     report.add(_identical_check(rows, cfg.max_identical))
     report.add(_runaway_check(summary, cfg.max_new_tokens))
     if cfg.check_batch:

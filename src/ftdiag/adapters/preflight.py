@@ -14,6 +14,7 @@ from ftdiag.adapters.static import TINY_DELTA, run_static
 from ftdiag.errors import FtdiagError
 from ftdiag.findings import Report
 from ftdiag.model.load import resolve_adapter_dir, resolve_model_dir
+from ftdiag.timing import timed
 
 # Static failures after which no text generated with the adapter can be trusted.
 BLOCKING = frozenset({"A001", "A002", "A004", "A006", "A007", "A008", "A009", "A011"})
@@ -74,6 +75,7 @@ def tokenizer_source(adapter_dir: str | Path, base_dir: Path | None) -> Path | N
     return adapter if (adapter / "tokenizer_config.json").is_file() else base_dir
 
 
+@timed("static_checks")
 def preflight(adapter_dir: str | Path, base: str | Path | None = None, *,
               base_required: bool = True, threshold: float = TINY_DELTA,
               revision: str | None = None, adapter_revision: str | None = None,

@@ -26,6 +26,7 @@ from ftdiag.adapters.probe import (
 from ftdiag.findings import Finding, Report, finding, passed
 from ftdiag.generation.arms import Arm, FastPath, GenSettings, generation_config, prompt_logits
 from ftdiag.model.live import BASE, lora_b_nonzero, lora_layers, preserved_state
+from ftdiag.timing import phase, timed
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ def audit_model(model: Any, base: Any = None, tokenizer: Any = None,
     return audit_runtime(model, base, tokenizer, probes, adapter_dir, logit_tol=logit_tol).report
 
 
+@timed("runtime_checks")
 def audit_runtime(model: Any, base: Any = None, tokenizer: Any = None,
                   probes: list[str] | None = None, adapter_dir: str | Path | None = None, *,
                   logit_tol: float = LOGIT_TOL, settings: GenSettings | None = None,
@@ -70,7 +72,9 @@ def audit_runtime(model: Any, base: Any = None, tokenizer: Any = None,
     rt.fast_path = fast = _fast_path(model, tokenizer, probes, layers, probed)
     if fast.gap is not None:  # ftdiag's own consistency: shown, never red
         lines.append(StatusLine("fast path = reference", fast.used, fast.reason, ok=True))
-    r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers, probed, fast)
+    with phase("r004_guard"):
+        r004, base_arm = _base_arm(model, base, tokenizer, (probes or [])[:1], layers, probed,
+                                   fast)
     report.add(_injected(model, layers, matches), _active(status, matches, layers), r003, r004)
     report.add(_effect(probed, rt, logit_tol))
     report.add(_on_disk(matches, adapter_dir, layers), _sampling(model, tokenizer, settings))

@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
         max_identical: float | None = typer.Option(
             None, "--max-identical", min=0.0, max=1.0,
             help="Fail (B001) when the identical share exceeds this (default: all identical)."),
+        dtype: str = typer.Option(
+            "auto", "--dtype", help="Both arms' dtype: auto (bf16 where this CPU computes it "
+            "natively, measured at start-up; else fp32), fp32, bf16 or fp16."),
         show: int = typer.Option(10, "--show", min=0, help="Titles to print in full."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
         markdown: Path | None = typer.Option(None, "--markdown", help="Write a Markdown report."),
@@ -70,11 +73,15 @@ def register(app: typer.Typer) -> None:
                                       "the whole run's deadline follows from it."),
     ) -> None:
         """Are base and adapter outputs different? Same titles, greedy, one weight copy."""
+        from ftdiag import timing
+
+        clock = timing.start()
         from ftdiag.abtest.local import ABConfig, run_ab_test
         from ftdiag.prompts.records import pick_records
         from ftdiag.prompts.template import load_template
         from ftdiag.render.ab_test import print_ab, to_html, to_junit, to_markdown
         from ftdiag.render.progress import stage_progress
+        from ftdiag.render.timing import with_timing
 
         records = pick_records(titles, from_train, n, seed, title_field, reference_field)
         if endpoint is not None:
@@ -96,11 +103,14 @@ def register(app: typer.Typer) -> None:
                        max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample,
                        temperature=temperature, seed=seed, check_batch=check_batch,
                        max_identical=max_identical, revision=revision,
-                       adapter_revision=adapter_revision)
+                       adapter_revision=adapter_revision, dtype=dtype)
         main = start_ranks()  # under torchrun: shards of the titles, rank 0 prints
         with stage_progress(enabled=not json_out and main) as (stage, progress):
             stage(f"generating {len(records)} titles")
             result = run_ab_test(cfg, records, progress=progress)
+        clock.start_render()
+        result.report.timing = clock
         write_reports(result, ((markdown, to_markdown), (html, to_html), (junit, to_junit)))
         emit(result.report, json_out=json_out, strict=strict,
-             render=lambda _rep, console: print_ab(result, console, show=show))
+             render=with_timing(lambda _rep, console: print_ab(result, console, show=show),
+                                clock))

@@ -31,9 +31,13 @@ def register(app: typer.Typer) -> None:
             "llama.cpp, vllm, sglang, ollama or tgi, optionally NAME@VERSION."),
     ) -> None:
         """Is my fine-tune working, and if not, why? Runs every layer, ranks the causes."""
+        from ftdiag import timing
+
+        clock = timing.start()
         from ftdiag.doctor.run import run_doctor
         from ftdiag.render.doctor import print_doctor
         from ftdiag.render.progress import stage_progress
+        from ftdiag.render.timing import with_timing
 
         if report is not None and report.suffix.lower() not in (".html", ".htm", ".md"):
             raise FtdiagError(f"--report must end in .html or .md, got {report.name}")
@@ -46,10 +50,12 @@ def register(app: typer.Typer) -> None:
             result = run_doctor(run_dir, base=base, titles=titles, n=n,
                                 max_new_tokens=max_new_tokens, stage=stage, progress=progress,
                                 revision=revision, runtime=runtime)
+        clock.start_render()
+        result.report.timing = clock
         if report is not None:
             write_doctor_report(result, report)
         emit(result.report, json_out=json_out, strict=strict,
-               render=lambda _rep, console: print_doctor(result, console))
+             render=with_timing(lambda _rep, console: print_doctor(result, console), clock))
 
 
 def write_doctor_report(result: object, path: Path) -> None:

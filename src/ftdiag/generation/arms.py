@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from ftdiag.distributed import gather, split, world
 from ftdiag.model.live import BASE, active_lora_layers, adapters_off, can_mix, is_peft
 from ftdiag.progress import ProgressFn
+from ftdiag.timing import phase
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +187,7 @@ def _generate_rows(model: Any, tokenizer: Any, rows: list[list[int]], cfg: Gener
     enc = tokenizer.pad({"input_ids": rows}, padding=True,
                         return_tensors="pt").to(_device(model))
     kwargs: dict[str, Any] = {"adapter_names": adapter_names} if adapter_names else {}
-    with torch.inference_mode():
+    with torch.inference_mode(), phase("decode"):  # HF generate: prefill counted as decode
         out = model.generate(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
                              generation_config=cfg, **kwargs)
     width = enc["input_ids"].shape[1]

@@ -19,6 +19,8 @@ import inspect
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from ftdiag.timing import phase
+
 if TYPE_CHECKING:
     import torch
 
@@ -439,12 +441,22 @@ def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str
 
 def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int,
             names: list[str] | None, share_prefix: bool, mix: RowAdapters) -> list[list[int]]:
+    key = _cache_kwarg(model)
+    with phase("prefill"):
+        logits, cache, mask, pos = _prompt_pass(model, rows, pad_id, names, mix, share_prefix,
+                                                max_new_tokens)
+    with phase("decode"):
+        return _decode(model, key, cache, logits, mask, pos, rows, max_new_tokens, eos, names,
+                       mix)
+
+
+def _decode(model: Any, key: str, cache: Any, logits: torch.Tensor, mask: torch.Tensor,
+            pos: torch.Tensor, rows: list[list[int]], max_new_tokens: int, eos: set[int],
+            names: list[str] | None, mix: RowAdapters) -> list[list[int]]:
+    """Greedy steps after the prompt pass; finished rows leave the batch where the cache can."""
     import torch
 
     device = next(model.parameters()).device
-    key = _cache_kwarg(model)
-    logits, cache, mask, pos = _prompt_pass(model, rows, pad_id, names, mix, share_prefix,
-                                            max_new_tokens)
     out: list[list[int]] = [[] for _ in rows]
     live = list(range(len(rows)))  # the batch's rows (indices into rows)
     done: set[int] = set()  # finished rows kept in a batch whose cache cannot drop rows

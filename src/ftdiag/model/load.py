@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ftdiag.atomic import atomic_dir
 from ftdiag.errors import FtdiagError
 from ftdiag.safeio import read_json_object
+from ftdiag.timing import phase, timed
 
 if TYPE_CHECKING:
     import torch
@@ -213,10 +214,13 @@ class LoadedBase:
     device: str
 
 
+@timed("load")
 def load_base(name_or_path: str | os.PathLike[str], device: str | None = None,
               dtype: torch.dtype | None = None, revision: str | None = None) -> LoadedBase:
     """Load a base model (eval mode) and tokenizer on the chosen device and dtype."""
-    from transformers import AutoModelForCausalLM
+    with phase("imports"):  # the first load pays for torch and transformers (lazy modules)
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM, PreTrainedModel  # noqa: F401
 
     model_dir = resolve_model_dir(name_or_path, revision)
     device, default_dtype = pick_device_dtype(device)
@@ -229,9 +233,11 @@ def load_base(name_or_path: str | os.PathLike[str], device: str | None = None,
     return LoadedBase(model, load_tokenizer(model_dir), model_dir, str(name_or_path), device)
 
 
+@timed("load")
 def load_adapter(base: LoadedBase, adapter_dir: Path | str, adapter_name: str = "default") -> Any:
     """Wrap `base.model` with the saved LoRA adapter (PEFT injects in place), eval mode."""
-    from peft import PeftModel
+    with phase("imports"):
+        from peft import PeftModel
 
     try:
         model = PeftModel.from_pretrained(base.model, str(adapter_dir), adapter_name=adapter_name)

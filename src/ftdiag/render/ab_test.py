@@ -113,6 +113,7 @@ def gen_line(result: ABResult) -> Text:
            else "separate passes, base = disable_adapter()")
     text.append(f"\narms: {how}; {plan.generate_calls} generate calls, {plan.rows} rows",
                 style="dim")
+    text.append(f"\ndtype: {s.dtype.dtype}, both arms: {s.dtype.reason}", style="dim")
     return text
 
 
