@@ -58,10 +58,8 @@ def run_group(name: str, work: Path) -> dict[str, list[str]]:
         m = re.match(r"\s*(\S+): (\w[\w ]*)$", line)
         if m:
             by.setdefault(m.group(2), []).append(m.group(1))
-    for mutant in by.get("survived", []):
-        diff = subprocess.run([str(MUTMUT), "show", mutant], cwd=scratch, capture_output=True,
-                              text=True, check=False).stdout
-        print(f"--- survived: {mutant}\n{diff}")
+    for mutant in by.get("survived", []):  # `mutmut show NAME` in the scratch copy: its diff
+        print(f"survived: {mutant}  (cd {scratch} && {MUTMUT} show {mutant})")
     return by
 
 
