@@ -28,6 +28,8 @@ mark.first-diff{background:#fff8c5;outline:1px solid #d4a72c;border-radius:2px}
 mark.first-diff.end::after{content:"⟨end⟩";color:#9a6700}
 details>summary{cursor:pointer;color:#57606a}details>summary pre{display:inline}
 table.metrics td,table.metrics th{font-size:.85rem}.nodata{color:#9a6700}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;background:#f6f8fa;padding:.5rem;margin:0;
+font-size:.9rem}
 """
 
 
