@@ -80,6 +80,15 @@ def _root(
 ) -> None:
     """ftdiag: diagnose LoRA/PEFT fine-tunes. Exit codes: 0 ok, 1 check failed, 2 bad input."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, stream=sys.stderr)
+    _check_versions()
+
+
+@handle_errors
+def _check_versions() -> None:
+    """A too-old torch, transformers or peft: one line and exit 2, before any command runs."""
+    from ftdiag.cli._versions import check_installed
+
+    check_installed()
 
 
 for _command in COMMANDS:

@@ -61,6 +61,7 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
         eos_token="<|im_end|>",
         bos_token="<|im_start|>",
         unk_token="<|endoftext|>",
+        model_input_names=["input_ids", "attention_mask"],  # no token_type_ids (transformers 4.x)
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
