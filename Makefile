@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install llama-cpp demo demo-fast test test-fast fuzz test-browser app-screenshot report-screenshot lint bench clean
+.PHONY: install llama-cpp demo demo-fast test test-fast fuzz test-browser app-screenshot report-screenshot arch-page docs docs-site lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -80,6 +80,24 @@ report-screenshot: test-browser
 	FTDIAG_REPORT_HTML=$${FTDIAG_CACHE:-$$HOME/.cache/ftdiag}/demo/doctor-report.html \
 	FTDIAG_REPORT_SHOT=docs/doctor-report.png $(BIN)/python -m pytest -q -m browser \
 		tests/test_report_browser.py
+
+# The captured outputs the docs show (docs/captures), re-run from the current code: the tiny
+# fixtures' commands and the demo (a few minutes); tests/test_docs_captures.py checks them.
+docs: $(STAMP)
+	$(BIN)/python tools/captures.py
+	COLUMNS=80 NO_COLOR=1 $(BIN)/ftdiag demo > docs/captures/demo.txt.new
+	{ echo '$$ ftdiag demo'; cat docs/captures/demo.txt.new; } > docs/captures/demo.txt
+	rm docs/captures/demo.txt.new
+	$(MAKE) docs-site
+
+# The documentation site (mkdocs-material) in site/; tests/test_docs_site.py builds it strict.
+docs-site: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+# docs/architectures.md: the architecture sweep's families, passed and skipped (with reasons).
+arch-page: $(STAMP)
+	FTDIAG_ARCH_PAGE=docs/architectures.md $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_arch_sweep.py
 
 .PHONY: schemas mutate
 

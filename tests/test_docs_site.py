@@ -39,3 +39,12 @@ def test_user_facing_words_never_say_the_seed() -> None:
     for page in pages:
         text = page.read_text(encoding="utf-8")
         assert not re.search(r"\bthe seed\b|\bseed's\b", text, re.I), page.name
+
+
+def test_readme_tour_is_cut_from_the_demo_capture() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    tour = readme.split("$ make demo\n", 1)[1].split("```", 1)[0].splitlines()
+    capture = (ROOT / "docs" / "captures" / "demo.txt").read_text(encoding="utf-8").splitlines()
+    shown = [line for line in tour if not line.startswith("…")]
+    assert len(shown) > 20
+    assert all(line in capture for line in shown), [x for x in shown if x not in capture][:3]

@@ -97,6 +97,9 @@ for _command in COMMANDS:
 
 def main() -> None:
     """Run the CLI, then leave without tearing the interpreter down (see `exit_now`)."""
+    from ftdiag.timing import count_from_process_start
+
+    count_from_process_start()  # details.timing: wall time from the process's start
     try:
         app()
     except SystemExit as exc:
