@@ -16,7 +16,7 @@ SRC = Path(ftdiag.__file__).parent
 # Lowest floor first. A unit is a top-level module or a package of src/ftdiag.
 FLOORS: list[set[str]] = [
     {"_version", "errors", "findings", "atomic", "progress", "distributed", "runmeta",
-     "safeio"},  # kernel
+     "safeio", "timing"},  # kernel
     {"model", "prompts"},
     {"generation", "loss", "testing"},
     {"adapters"},
