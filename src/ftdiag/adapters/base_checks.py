@@ -100,8 +100,8 @@ def _shapes(files: AdapterFiles, modules: dict[str, AdapterModule], matched: lis
             bad.append(f"{name}: A{list(a or ())} B{list(b or ())} vs base "
                        f"out={base.out_features} in={base.in_features}")
         elif a and base.kind == "param":  # r per expert, r from rank_pattern on the parameter
-            want = pattern_value(files.config.get("rank_pattern") or {}, base.key,
-                                 files.config.get("r"))
+            cfg = files.config or {}
+            want = pattern_value(cfg.get("rank_pattern") or {}, base.key, cfg.get("r"))
             if isinstance(want, int) and a[0] != want * base.experts:
                 bad.append(f"{name}: A{list(a)} holds rank {a[0]}, not r={want} x "
                            f"{base.experts} experts of {base.key}")
