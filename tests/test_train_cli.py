@@ -91,7 +91,7 @@ def test_a_run_prints_data_table_summary_and_verdict(data: Path, tmp_path: Path,
     r = _invoke("--data", str(data), "--base", str(tiny_llama), "--out", str(tmp_path / "run"),
                 "--records", "500", "--max-steps", "3", "--batch-size", "4", "--lr", "1e-2",
                 "--max-length", "96", "--target-modules", "q_proj,v_proj")
-    assert r.exit_code in (0, 1), r.output
+    assert r.exit_code == 0, r.output  # warnings only (few steps, small data): exit 0
     out = r.stdout
     assert f"data: {data}\n" in out  # one line, however long the path
     assert "read from file" in out and "dropped: exact duplicate" in out
