@@ -137,7 +137,6 @@ def audit(app_paths: dict[str, str]) -> Any:
 
 
 def test_status_panel_names_passing_checks_neutrally(page: Any, audit: Any) -> None:
-    from ftdiag.render.findings import check_name
 
     report = audit
     page.get_by_text("Adapter status: PASS").wait_for()
@@ -145,7 +144,7 @@ def test_status_panel_names_passing_checks_neutrally(page: Any, audit: Any) -> N
     table.locator("tbody tr").nth(len(report.checks) - 1).wait_for()
     rows = [[c.inner_text().strip() for c in r.locator("td").all()]
             for r in table.locator("tbody tr").all()]
-    assert [r[1:3] for r in rows] == [[c.code, check_name(c)] for c in report.checks]
+    assert [r[1:3] for r in rows] == [[c.code, c.label] for c in report.checks]
     for row, check in zip(rows, report.checks, strict=True):
         assert row[0].endswith(check.status), row  # icon, then the status in words
         if check.status == "pass":

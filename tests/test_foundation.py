@@ -105,10 +105,8 @@ def test_cli_version() -> None:
 
 
 def test_a_passing_check_says_what_it_proved() -> None:
-    from ftdiag.render.findings import check_name
-
-    assert check_name(passed("R001", "60 LoRA layers")) == "adapter injected"
-    assert check_name(finding("R001", "none")) == "no trained LoRA layers in the model"
+    assert passed("R001", "60 LoRA layers").label == "adapter injected"
+    assert finding("R001", "none").label == "no trained LoRA layers in the model"
     assert all(c.proves and c.proves != c.title for c in CODES.values())
 
 

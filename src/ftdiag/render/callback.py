@@ -6,7 +6,7 @@ from rich.text import Text
 
 from ftdiag.findings import Finding
 from ftdiag.render.console import err
-from ftdiag.render.findings import MARKS, check_name
+from ftdiag.render.findings import MARKS
 
 
 def finding_line(check: Finding, where: str) -> Text:
@@ -14,7 +14,7 @@ def finding_line(check: Finding, where: str) -> Text:
     symbol, style = MARKS.get(check.status, ("?", ""))
     line = Text(f"{symbol} ftdiag ", style=style)
     line.append(check.code, style="bold")
-    line.append(f" {check_name(check)}")
+    line.append(f" {check.label}")
     line.append(f" [{where}]", style="dim")
     line.append(f": {check.message}")
     if check.hint and check.is_finding:

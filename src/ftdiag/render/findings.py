@@ -21,11 +21,6 @@ def mark(status: str) -> Text:
     return Text(symbol, style=style)
 
 
-def check_name(f: Finding) -> str:
-    """A row's name: `Finding.label` (a finding's title, else what the check proves)."""
-    return f.label
-
-
 def checks_table(checks: list[Finding], title: str | None = None) -> Table:
     """Table of checks: mark, code, check, evidence, hint."""
     table = Table(title=title, show_lines=False, expand=False, title_justify="left")
@@ -37,7 +32,7 @@ def checks_table(checks: list[Finding], title: str | None = None) -> Table:
         evidence = Text(f.evidence_text)
         if f.hint:
             evidence.append(f"\n→ {f.hint}", style="dim")
-        table.add_row(mark(f.status), f.code, Text(check_name(f)), evidence)
+        table.add_row(mark(f.status), f.code, Text(f.label), evidence)
     return table
 
 
