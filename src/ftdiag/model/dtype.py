@@ -78,12 +78,12 @@ def choose_dtype(requested: str = "auto", device: str = "cpu",
         raise FtdiagError(f"unknown --dtype {requested!r}", hint=f"one of {', '.join(CHOICES)}")
     if requested != "auto":
         return DtypeChoice(NAMES[requested], f"asked for (--dtype {requested})")
-    if device.startswith("cuda"):
-        import torch
+    if device.startswith("cuda"):  # the loader's own CUDA rule: bf16 where supported, else fp16
+        from ftdiag.model.load import pick_device_dtype
 
-        if torch.cuda.is_bf16_supported():
-            return DtypeChoice("bfloat16", "auto: CUDA device with bf16 support")
-        return DtypeChoice("float16", "auto: CUDA device without bf16 support")
+        dtype = str(pick_device_dtype(device)[1]).removeprefix("torch.")
+        support = "with" if dtype == "bfloat16" else "without"
+        return DtypeChoice(dtype, f"auto: CUDA device {support} bf16 support")
     ms = (probe or probe_matmul)()
     ratio = ms["bf16"] / ms["fp32"] if ms["fp32"] > 0 else float("inf")
     timings = f"bf16 matmul {ms['bf16']:.2f} ms vs fp32 {ms['fp32']:.2f} ms"
