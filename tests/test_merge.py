@@ -11,7 +11,7 @@ from _ab_helpers import two_adapter_folder
 from typer.testing import CliRunner
 
 from ftdiag.cli.app import app
-from ftdiag.export.merge import merge_adapter
+from ftdiag.export.merge import MergeDetails, merge_adapter
 from ftdiag.model.load import load_adapter, load_base
 from ftdiag.prompts.template import DEFAULT_TEMPLATE
 from ftdiag.testing import tiny
@@ -35,7 +35,10 @@ def test_merged_model_equals_base_plus_adapter(tiny_llama: Path, trained_adapter
         gap = (merged.model(**enc).logits - peft(**enc).logits).abs().max()
     assert float(gap) < 1e-4
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp dirs left
-    assert report.details is not None and report.details.notes == []  # type: ignore[attr-defined]
+    assert report.details == MergeDetails(str(out), str(tiny_llama), str(trained_adapter), 3)
+    assert report.layers_run == ["S", "R", "G"]
+    assert json.loads((out / "ftdiag_merge.json").read_text()) == {
+        "adapter": str(trained_adapter.resolve()), "base": str(tiny_llama), "dtype": "float32"}
 
 
 def test_a_folder_with_more_adapters_says_which_one_was_merged(tiny_llama: Path,
