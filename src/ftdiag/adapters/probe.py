@@ -32,6 +32,8 @@ class ProbeResult:
     per_prompt: list[dict[str, Any]] = field(default_factory=list)
     off: list[Any] = field(default_factory=list, repr=False)  # adapters-off logits per prompt
     on: list[Any] = field(default_factory=list, repr=False)  # the model's logits as it is
+    off_next: list[Any] = field(default_factory=list, repr=False)  # ... after its greedy token
+    on_next: list[Any] = field(default_factory=list, repr=False)
 
 
 def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
@@ -52,19 +54,36 @@ def default_probes(adapter_dir: str | Path | None, tokenizer: Any) -> list[str]:
     return prompts
 
 
-def alone_logits(model: Any, rows: list[list[int]]) -> list[Any]:
-    """Next-token logits (fp32, CPU) of each token row through its own plain forward: the
-    reference path, with no batch, padding, cache or adapter names to get wrong."""
+def alone_logits(model: Any, rows: list[list[int]], *, step: bool = False
+                 ) -> tuple[list[Any], list[Any]]:
+    """Next-token logits (fp32, CPU) of each token row through its own forward: the reference
+    path, with no batch, padding or adapter names to get wrong. step: also the logits after the
+    row's greedy token, one cached step as HF `generate` takes it (else the second list is [])."""
     import torch
 
+    from ftdiag.generation.decode import cache_kwarg, last
+
     device = next(model.parameters()).device
-    out = []
+    key = cache_kwarg(model) if step else ""
+    first, after = [], []
     with torch.inference_mode():
         for row in rows:
             ids = torch.tensor([row], device=device)
-            out.append(model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
-                       .float().cpu())
-    return out
+            out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=step,
+                        logits_to_keep=last(ids))
+            logits = out.logits[0, -1]
+            first.append(logits.float().cpu())
+            if step:
+                token = logits.argmax().view(1, 1)
+                if out.past_key_values is None:  # a model without a KV cache: the whole row again
+                    ids = torch.cat([ids, token], dim=1)
+                    nxt = model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                else:
+                    mask = torch.ones(1, ids.shape[1] + 1, dtype=ids.dtype, device=device)
+                    nxt = model(input_ids=token, attention_mask=mask, use_cache=True,
+                                **{key: out.past_key_values})
+                after.append(nxt.logits[0, -1].float().cpu())
+    return first, after
 
 
 def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
@@ -74,9 +93,9 @@ def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
     rows: list[dict[str, Any]] = []
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     with preserved_state(model):
-        on = alone_logits(model, ids)
+        on, on_next = alone_logits(model, ids, step=True)
         with adapters_off(model):
-            off = alone_logits(model, ids)
+            off, off_next = alone_logits(model, ids, step=True)
     for prompt, a, b in zip(prompts, on, off, strict=True):
         la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
         kl = float((la.exp() * (la - lb)).sum())
@@ -86,13 +105,14 @@ def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
         max_abs_diff=max((r["max_abs_diff"] for r in rows), default=0.0),
         mean_kl=sum(r["kl"] for r in rows) / max(len(rows), 1),
         greedy_changed=sum(r["greedy_adapter"] != r["greedy_base"] for r in rows),
-        prompts=len(rows), per_prompt=rows, off=off, on=on)
+        prompts=len(rows), per_prompt=rows, off=off, on=on, off_next=off_next, on_next=on_next)
 
 
-def fast_path(model: Any, tokenizer: Any, prompts: list[str], on: list[Any],
-              off: list[Any] | None) -> FastPath:
+def fast_path(model: Any, tokenizer: Any, prompts: list[str], on: tuple[list[Any], list[Any]],
+              off: tuple[list[Any], list[Any]] | None) -> FastPath:
     """Whether the fast path gives the reference logits `on` (and `off`) on `prompts`, and after
-    each row's greedy token (prompt + token alone).
+    each row's greedy token: each a pair (prompt logits, logits after the greedy token) from
+    `alone_logits(step=True)`.
 
     Fast: the prompts in one left-padded batch as ab-test decodes them (reserved KV cache, one
     decoding step). Tried fastest first, the first exact one wins: base and adapter rows mixed
@@ -105,12 +125,9 @@ def fast_path(model: Any, tokenizer: Any, prompts: list[str], on: list[Any],
 
     half = next(model.parameters()).dtype != torch.float32
     rows = [tokenizer(p)["input_ids"] for p in prompts]
-    refs = ([off] if off is not None else []) + [on]  # per arm: base (if any), adapter
-    tokens = [[int(logits.argmax()) for logits in arm] for arm in refs]
-    with preserved_state(model):
-        after = [_arm_alone(model, [[*r, t] for r, t in zip(rows, toks, strict=True)],
-                            base=off is not None and k == 0) for k, toks in enumerate(tokens)]
-    ref = [x for arm in refs for x in arm] + [x for arm in after for x in arm]
+    arms = ([off] if off is not None else []) + [on]  # per arm: base (if any), adapter
+    tokens = [[int(logits.argmax()) for logits in arm[0]] for arm in arms]
+    ref = [x for arm in arms for x in arm[0]] + [x for arm in arms for x in arm[1]]
     versus = "disable_adapter() and the adapter" if off is not None else "the adapter"
     mixes = [True, False] if off is not None and can_mix(model) else [False]
     tries: list[FastPath] = []
@@ -137,12 +154,6 @@ def fast_path(model: Any, tokenizer: Any, prompts: list[str], on: list[Any],
         return last
     first = next((t for t in tries if t.gap is not None), tries[0])
     return FastPath(False, first.gap, first.tolerance, "; ".join(t.reason for t in tries))
-
-
-def _arm_alone(model: Any, rows: list[list[int]], base: bool) -> list[Any]:
-    """alone_logits under the base arm (adapters off) or the model as it is."""
-    with adapters_off(model) if base else contextlib.nullcontext():
-        return alone_logits(model, rows)
 
 
 def _fast_logits(model: Any, pad_id: int, rows: list[list[int]], tokens: list[list[int]],

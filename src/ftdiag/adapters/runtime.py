@@ -184,9 +184,10 @@ def _fast_path(model: Any, tokenizer: Any, probes: list[str] | None,
     if not layers or tokenizer is None or not probes:
         return FastPath(reason="not measured: no LoRA layers or no tokenizer")
     if isinstance(probed, ProbeResult):
-        return fast_path(model, tokenizer, probes, probed.on, probed.off)
+        return fast_path(model, tokenizer, probes, (probed.on, probed.on_next),
+                         (probed.off, probed.off_next))
     with preserved_state(model):
-        on = alone_logits(model, [tokenizer(p)["input_ids"] for p in probes])
+        on = alone_logits(model, [tokenizer(p)["input_ids"] for p in probes], step=True)
     return fast_path(model, tokenizer, probes, on, None)
 
 

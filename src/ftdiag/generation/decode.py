@@ -65,7 +65,7 @@ def kv_bytes_per_token(model: Any) -> int:
     return 2 * layers * kv_heads * head_dim * size
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_kwarg(model: Any) -> str:
     """`cache` (transformers >= 5.2x) or `past_key_values` (older) on the model's forward."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     params = inspect.signature(inner.forward).parameters
@@ -408,7 +408,7 @@ def next_logits(model: Any, rows: list[list[int]], pad_id: int,
         out = [logits[:, -1]]
         if then:
             tokens = torch.tensor(then, device=logits.device)
-            out.append(_step(model, _cache_kwarg(model), cache, mask, pos, tokens, mix)[0][:, -1])
+            out.append(_step(model, cache_kwarg(model), cache, mask, pos, tokens, mix)[0][:, -1])
     return torch.cat(out).float().cpu()
 
 
@@ -419,7 +419,7 @@ def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str
     import torch
 
     device = next(model.parameters()).device
-    key = _cache_kwarg(model)
+    key = cache_kwarg(model)
     slots = max(len(r) for r in rows) + max_new_tokens
     cache = reserved_cache(model, slots)
     share_prefix = share_prefix and prefix_is_exact(cache, slots)
@@ -441,7 +441,7 @@ def _prompt_pass(model: Any, rows: list[list[int]], pad_id: int, names: list[str
 
 def _greedy(model: Any, rows: list[list[int]], max_new_tokens: int, eos: set[int], pad_id: int,
             names: list[str] | None, share_prefix: bool, mix: RowAdapters) -> list[list[int]]:
-    key = _cache_kwarg(model)
+    key = cache_kwarg(model)
     with phase("prefill"):
         logits, cache, mask, pos = _prompt_pass(model, rows, pad_id, names, mix, share_prefix,
                                                 max_new_tokens)
