@@ -237,12 +237,13 @@ def _load_merged(path: Path | str, like: Any) -> Any:
 
 def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, tokenizer: Any = None,
                 progress: ProgressFn | None = None, base_model: Any = None,
-                audit: RuntimeAudit | None = None) -> ABResult:
+                audit: RuntimeAudit | None = None, dtype: DtypeChoice | None = None) -> ABResult:
     """Generate every title under base, adapter (and merged) and compare.
 
     model: an already-loaded PeftModel holding this adapter (loaded here when None);
     base_model: a caller's separate 'base' object, checked for LoRA layers (R004) before use;
-    audit: the R layer the caller already ran on `model` (doctor), not run again nor reported.
+    audit: the R layer the caller already ran on `model` (doctor), not run again nor reported;
+    dtype: how the caller chose `model`'s dtype (default: read from the model).
     """
     records = [r for r in records if r.title.strip()]
     if not records:
@@ -253,7 +254,7 @@ def run_ab_test(cfg: ABConfig, records: list[Record], *, model: Any = None, toke
     report = Report("ab-test")
     tpl, r010 = choose_template(cfg)
     own = model is None
-    choice = None
+    choice = dtype
     if own:
         model, tokenizer, static, choice = load_pair(cfg)
         report.add(*static.checks)

@@ -29,6 +29,9 @@ def register(app: typer.Typer) -> None:
         runtime: str | None = typer.Option(
             None, "--runtime", help="Serving runtime to check the adapter against (T001-T003): "
             "llama.cpp, vllm, sglang, ollama or tgi, optionally NAME@VERSION."),
+        dtype: str = typer.Option(
+            "auto", "--dtype", help="The model's dtype: auto (bf16 where this CPU computes it "
+            "natively, measured at start-up; else fp32), fp32, bf16 or fp16."),
     ) -> None:
         """Is my fine-tune working, and if not, why? Runs every layer, ranks the causes."""
         from ftdiag import timing
@@ -49,7 +52,7 @@ def register(app: typer.Typer) -> None:
         with stage_progress(enabled=not json_out and main) as (stage, progress):
             result = run_doctor(run_dir, base=base, titles=titles, n=n,
                                 max_new_tokens=max_new_tokens, stage=stage, progress=progress,
-                                revision=revision, runtime=runtime)
+                                revision=revision, runtime=runtime, dtype=dtype)
         clock.start_render()
         result.report.timing = clock
         if report is not None:

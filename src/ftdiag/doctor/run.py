@@ -99,10 +99,12 @@ def find_adapter_dir(run_dir: Path) -> Path | None:
 def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path | None = None,
                n: int = 16, max_new_tokens: int = 96, stage: StageFn | None = None,
                progress: ProgressFn | None = None,
-               revision: str | None = None, runtime: str | None = None) -> DoctorResult:
+               revision: str | None = None, runtime: str | None = None,
+               dtype: str = "auto") -> DoctorResult:
     """Run every layer that applies to `run_dir`, reusing one loaded base+adapter.
 
-    runtime: the serving runtime for layer T (check-adapter --runtime), if any.
+    runtime: the serving runtime for layer T (check-adapter --runtime), if any;
+    dtype: the model's dtype, as ab-test's --dtype (auto: bf16 where the CPU computes it).
     """
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
@@ -130,8 +132,13 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
     from ftdiag.adapters.consistency import try_load_adapter
     from ftdiag.adapters.preflight import preflight, resolve_base
     from ftdiag.adapters.runtime import audit_runtime
-    from ftdiag.model.load import load_base
+    from ftdiag.model.dtype import choose_dtype
+    from ftdiag.model.load import load_base, pick_device_dtype
+    from ftdiag.timing import phase
 
+    with phase("load"):
+        device, _ = pick_device_dtype()
+        choice = choose_dtype(dtype, device)  # an unknown name fails before anything loads
     pre = preflight(adapter_dir, base, base_required=False, revision=revision)
     target_layer(pre.static, pre, runtime)
     if pre.static.verdict == "fail":  # doctor stops at the first failing layer
@@ -141,7 +148,8 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         return _finish(result)
 
     say("loading base + adapter (once)")
-    loaded = load_base(pre.base_dir or resolve_base(adapter_dir, base, revision))
+    loaded = load_base(pre.base_dir or resolve_base(adapter_dir, base, revision), device,
+                       choice.torch_dtype)
     model, refused = try_load_adapter(loaded, adapter_dir)
     if refused is not None:  # A011: PEFT refuses the adapter for this base
         pre.static.add(refused)
@@ -167,7 +175,7 @@ def run_doctor(run_dir: str | Path, base: str | None = None, titles: str | Path 
         return _finish(result)
     say(f"ab-test on {len(records)} titles")
     ab = run_ab_test(cfg, records, model=model, tokenizer=loaded.tokenizer, progress=progress,
-                     audit=audit)
+                     audit=audit, dtype=choice)
     result.sections.ab = ab
     _absorb(report, ab.report, "G")
     report.add(_improvement_check(ab.summary))

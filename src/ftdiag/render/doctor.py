@@ -46,6 +46,9 @@ def print_doctor(result: DoctorResult, console: Console) -> None:
             side.add_row(Text(r.title), Text(_clip(outs.get("base", ""))),
                          Text(_clip(outs.get("adapter", ""))))
         console.print(side)
+    if result.sections.ab is not None:
+        dt = result.sections.ab.summary.dtype
+        console.print(Text(f"dtype: {dt.dtype}, both arms: {dt.reason}", style="dim"))
     if result.causes:
         causes = Table(title="most likely causes", title_justify="left")
         causes.add_column("#", justify="right")
