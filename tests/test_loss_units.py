@@ -1,0 +1,401 @@
+"""L001-L010 on curves written here, numbers read off the curve: each message and evidence pinned.
+
+Curves are piecewise constant or exactly linear, so the running median equals the curve, the
+batch-to-batch noise is 0 (z is None) and start/end are the medians of the first and last tenth,
+known by hand. Thresholds are probed on both sides.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ftdiag.findings import Finding, Report
+from ftdiag.loss.analysis import analyse, loss_report
+from ftdiag.loss.log import LossLog
+
+
+def log(losses: list[float], *, start: int = 1, **kw: Any) -> LossLog:
+    return LossLog("run.jsonl", "jsonl",
+                   train=[(start + i, v) for i, v in enumerate(losses)], **kw)
+
+
+def check(rep: Report, code: str) -> Finding:
+    return next(c for c in rep.checks if c.code == code)
+
+
+def steps(values: list[float], start: int = 1) -> list[tuple[int, float]]:
+    return [(start + i, v) for i, v in enumerate(values)]
+
+
+STEP_DOWN = [2.0] * 15 + [1.0] * 15  # 30 records: start 2 (steps 1-3), end 1 (steps 28-30)
+
+
+# --- L001 ---
+
+def test_l001_without_records_names_the_source_and_skips_the_rest() -> None:
+    rep = analyse(LossLog("run.jsonl", "jsonl", notes=["no 'loss' column"]))
+    assert rep.checks[0] == Finding(
+        "L001", "fail", "no training loss records in run.jsonl (no 'loss' column)",
+        "point at the run's output_dir, trainer_state.json or exported log; set logging_steps so "
+        "the Trainer logs the loss", {"source": "run.jsonl", "format": "jsonl"})
+    assert [(c.code, c.status, c.message) for c in rep.checks[1:]] == [
+        (code, "skip", "no loss records")
+        for code in ("L002", "L003", "L004", "L005", "L006", "L007", "L010")]
+    assert analyse(LossLog("x", "csv")).checks[0].message == \
+        "no training loss records in x (no 'loss' entries)"
+
+
+def test_l001_passes_with_the_count_and_format() -> None:
+    assert check(analyse(log(STEP_DOWN)), "L001") == Finding(
+        "L001", "pass", "30 train loss records (jsonl)", "", {"records": 30})
+
+
+# --- L004 ---
+
+def test_l004_counts_each_series_and_names_the_first_step() -> None:
+    nan, inf = float("nan"), float("inf")
+    rep = analyse(log([2.0, nan, 1.0, inf, 1.0], eval=[(3, 1.0), (4, nan)],
+                      grad_norm=[(1, 1.0), (2, -inf)]))
+    assert check(rep, "L004") == Finding(
+        "L004", "fail", "NaN/Inf from step 2: 2 in loss, 1 in eval_loss, 1 in grad_norm",
+        "lower the learning rate, use bf16 or fp32 instead of fp16, keep max_grad_norm=1.0, "
+        "look for empty or all-masked examples",
+        {"first_step": 2, "loss": 2, "eval_loss": 1, "grad_norm": 1})
+    assert rep.details.nonfinite == {"loss": 2, "eval_loss": 1, "grad_norm": 1, "first_step": 2}
+
+
+def test_l004_first_step_is_the_earliest_over_every_series() -> None:
+    nan = float("nan")
+    rep = analyse(log([2.0, 1.5, 1.0], start=5, eval=[(6, 1.0)], grad_norm=[(2, nan)]))
+    assert check(rep, "L004").message == "NaN/Inf from step 2: 1 in grad_norm"
+    eval_first = analyse(log([2.0, nan], start=5, eval=[(3, nan)]))
+    assert check(eval_first, "L004").evidence["first_step"] == 3
+
+
+def test_l004_passes_counting_every_value() -> None:
+    rep = analyse(log([2.0, 1.5, 1.0], eval=[(2, 1.0), (3, 0.9)], grad_norm=[(1, 1.0)]))
+    assert check(rep, "L004") == Finding(
+        "L004", "pass", "all 6 loss/eval/grad_norm values finite", "",
+        {"loss": 0, "eval_loss": 0, "grad_norm": 0})
+    assert rep.details.nonfinite == {"loss": 0, "eval_loss": 0, "grad_norm": 0,
+                                     "first_step": None}
+
+
+# --- L010 ---
+
+def grad_norms(zeros: int, total: int) -> list[tuple[int, float]]:
+    """Step 1 has a gradient, then `zeros` steps of 0, then the rest non-zero."""
+    return [(s, 0.0 if 2 <= s < 2 + zeros else 1.0) for s in range(1, total + 1)]
+
+
+def test_l010_fails_at_exactly_nine_tenths_zero() -> None:
+    rep = analyse(log(STEP_DOWN, grad_norm=grad_norms(9, 10)))
+    assert check(rep, "L010") == Finding(
+        "L010", "fail", "grad_norm is exactly 0 on 9 of 10 logged steps (first at step 2): the "
+        "optimizer moves nothing", "no trainable parameter gets a gradient: check that the LoRA "
+        "weights require grad (a frozen or merged adapter, prepare_model_for_kbit_training after "
+        "get_peft_model, lr 0) and the labels", {"zero": 9, "logged": 10, "share": 0.9})
+
+
+def test_l010_passes_below_nine_tenths() -> None:
+    assert check(analyse(log(STEP_DOWN, grad_norm=grad_norms(8, 10))), "L010") == Finding(
+        "L010", "pass", "grad_norm non-zero on 2 of 10 logged steps", "",
+        {"zero": 8, "logged": 10, "share": 0.8})
+
+
+def test_l010_skips_without_grad_norm() -> None:
+    assert check(analyse(log(STEP_DOWN)), "L010") == Finding("L010", "skip",
+                                                             "no grad_norm logged")
+
+
+def test_a_zero_grad_run_that_does_not_decrease_says_why_in_l002() -> None:
+    flat = analyse(log([1.0] * 30, grad_norm=grad_norms(30, 30)))
+    assert check(flat, "L002").hint.startswith(
+        "grad_norm is 0 (L010): the optimizer moved nothing; raise the learning rate")
+    falling = analyse(log(STEP_DOWN, grad_norm=grad_norms(30, 30)))
+    assert check(falling, "L002").hint == ""
+
+
+# --- L007 ---
+
+def test_l007_counts_zero_records_and_the_first() -> None:
+    rep = analyse(log([1.0, 0.5, 0.0, 0.0, 0.2]))
+    assert check(rep, "L007") == Finding(
+        "L007", "fail", "loss is exactly 0 in 2 of 5 records (first at step 3)",
+        "all labels are masked (-100) or the data is degenerate: check the completion-only "
+        "collator / template and truncation", {"count": 2, "first_step": 3})
+    assert check(analyse(log(STEP_DOWN)), "L007") == Finding("L007", "pass", "no loss exactly 0")
+
+
+# --- L002 ---
+
+def test_l002_pass_pins_the_fall_its_spans_and_evidence() -> None:
+    rep = analyse(log(STEP_DOWN))
+    assert check(rep, "L002") == Finding(
+        "L002", "pass", "loss fell 50%: 2 (steps 1–3) → 1 (steps 28–30)", "",
+        {"start_loss": 2.0, "end_loss": 1.0, "relative_decrease": 0.5, "min_loss": 1.0,
+         "min_loss_step": 16, "decrease_z": None})
+    d = rep.details
+    assert (d.start_steps, d.end_steps, d.finite_records, d.noise) == ([1, 3], [28, 30], 30, 0.0)
+
+
+def test_l002_tenth_is_at_most_fifty_records() -> None:
+    d = analyse(log([2.0] * 300 + [1.0] * 700)).details
+    assert (d.start_steps, d.end_steps) == ([1, 50], [951, 1000])
+    assert (d.start_loss, d.end_loss) == (2.0, 1.0)
+
+
+def test_l002_one_record_per_end_below_twenty_records() -> None:
+    d = analyse(log([3.0, 2.0, 2.0, 2.0, 1.0])).details
+    assert (d.start_steps, d.end_steps, d.start_loss, d.end_loss) == ([1, 1], [5, 5], 3.0, 1.0)
+    assert check(analyse(log([3.0, 2.0, 2.0, 2.0, 1.0])), "L002").message \
+        == "loss fell 67%: 3 (steps 1) → 1 (steps 5)"
+
+
+def test_l002_says_the_loss_is_still_falling_over_the_last_third() -> None:
+    line = [2.0 - 0.02 * s for s in range(1, 31)]  # 1.98 … 1.40, exactly linear
+    assert check(analyse(log(line)), "L002").message == (
+        "loss fell 28%: 1.96 (steps 1–3) → 1.42 (steps 28–30); still falling 12% over the last "
+        "third: more steps may help")
+
+
+def test_l002_passes_at_five_percent_and_fails_just_below() -> None:
+    at = analyse(log([1.0] * 15 + [0.95] * 15))
+    assert check(at, "L002").status == "pass"
+    below = check(analyse(log([1.0] * 15 + [0.951] * 15)), "L002")
+    assert (below.status, below.message) == (
+        "fail", "no meaningful decrease (fell 4.9%; needs ≥ 5% beyond the noise): 1 (steps 1–3) "
+        "→ 0.951 (steps 28–30)")
+    assert below.hint == ("raise the learning rate; train longer: only 30 steps (more records or "
+                          "epochs); check that completion labels are not all masked and LoRA "
+                          "params are trainable")
+
+
+def test_l002_hint_names_the_lr_peak_and_drops_train_longer_past_min_steps() -> None:
+    lr = [(s, 2e-4) for s in range(1, 31)]
+    found = check(analyse(log([1.0] * 30, learning_rate=lr), min_steps=30), "L002")
+    assert found.hint == ("raise the learning rate (peak was 0.0002; LoRA usually 1e-4–3e-4); "
+                          "check that completion labels are not all masked and LoRA params are "
+                          "trainable")
+    assert found.message.startswith("no meaningful decrease (fell 0.0%;")
+
+
+def test_l002_a_rise_beyond_five_percent_says_rose_and_lower() -> None:
+    found = check(analyse(log([1.0] * 15 + [1.2] * 15)), "L002")
+    assert (found.status, found.message, found.hint) == (
+        "fail", "loss rose 20%: 1 (steps 1–3) → 1.2 (steps 28–30)",
+        "lower the learning rate; see L003")
+    small = check(analyse(log([1.0] * 15 + [1.02] * 15)), "L002")
+    assert small.message.startswith("no meaningful decrease (rose 2.0%; needs")
+    below_rise = check(analyse(log([1.0] * 15 + [1.04] * 15)), "L002")
+    assert below_rise.message.startswith("no meaningful decrease (rose 4.0%;")
+
+
+def test_l002_skips_a_curve_that_starts_at_zero_or_has_one_record() -> None:
+    assert check(analyse(log([0.0, 0.0, 1.0])), "L002") == Finding(
+        "L002", "skip", "loss starts at 0 (see L007)")
+    assert check(analyse(log([1.0])), "L002") == Finding(
+        "L002", "skip", "fewer than two finite loss records: no trend to judge")
+
+
+def noisy(seed: int) -> list[float]:
+    """|N(0, 0.6)| batch noise over 1.0, the second half 10 % lower."""
+    y = 1.0 + np.abs(np.random.default_rng(seed).normal(0, 0.6, 40))
+    return [float(v if i < 20 else 0.9 * v) for i, v in enumerate(y)]
+
+
+def test_l002_a_fall_within_the_noise_says_so_with_z() -> None:
+    rep = analyse(log(noisy(1)))
+    found, noise = check(rep, "L002"), rep.details.noise
+    z, rel = found.evidence["decrease_z"], found.evidence["relative_decrease"]
+    assert found.status == "fail" and 0 < z < 3 and rel >= 0.05 and noise > 0.1
+    assert found.message.endswith(f", within the batch-to-batch noise (±{noise:.0%}, z={z:.1f})")
+    assert f"(fell {rel:.1%}; needs" in found.message
+
+
+def test_l002_a_small_change_within_the_noise_gets_no_noise_note() -> None:
+    found = check(analyse(log(noisy(2))), "L002")
+    assert abs(found.evidence["decrease_z"]) < 3 and found.evidence["relative_decrease"] < 0.05
+    assert found.message.endswith("(steps 37–40)")
+
+
+# --- L003 ---
+
+def spiked(at: int, value: float, n: int = 30) -> list[float]:
+    y = [1.0] * n
+    y[at - 1] = value
+    return y
+
+
+def test_l003_one_spike_is_located_with_its_median() -> None:
+    rep = analyse(log(spiked(20, 5.0)))
+    flat = {"steps": [21, 30], "slope": 0.0, "stderr": 0.0, "t": 0.0, "change": 0.0}
+    assert check(rep, "L003") == Finding(
+        "L003", "warn", "1 spike(s) above 2× the running median: step 20 (5 vs median 1)",
+        "lower the learning rate (or add warmup), keep max_grad_norm=1.0",
+        {"spikes": 1, "spike_steps": [20], "last_third": flat})
+    assert rep.details.spikes == [[20, 5.0, 1.0]]
+
+
+def test_l003_a_spike_is_strictly_above_twice_the_median() -> None:
+    assert check(analyse(log(spiked(20, 2.0))), "L003").status == "pass"
+    assert check(analyse(log(spiked(20, 2.01))), "L003").status == "warn"
+
+
+def test_l003_shows_five_spikes_and_keeps_twenty_steps() -> None:
+    y = [5.0 if s % 4 == 0 else 1.0 for s in range(1, 101)]  # 25 spikes, one per window
+    found = check(analyse(log(y)), "L003")
+    assert found.evidence["spikes"] == 25
+    assert found.evidence["spike_steps"] == list(range(4, 81, 4))
+    shown = ", ".join(f"step {s} (5 vs median 1)" for s in (4, 8, 12, 16, 20))
+    assert found.message == f"25 spike(s) above 2× the running median: {shown} …"
+
+
+def test_l003_names_the_lr_peak_in_its_hint() -> None:
+    lr = [(s, 2e-4) for s in range(1, 31)]
+    assert check(analyse(log(spiked(20, 5.0), learning_rate=lr)), "L003").hint == \
+        "lower the learning rate (peak was 0.0002) (or add warmup), keep max_grad_norm=1.0"
+
+
+def test_l003_a_rising_last_third_and_a_climb_back() -> None:
+    y = [1.0] * 20 + [1.0 + 0.1 * i for i in range(1, 11)]  # 1.1 … 2.0 over steps 21-30
+    found = check(analyse(log(y)), "L003")
+    rising, climb = found.message.split("; ")
+    assert rising.startswith("loss rising over the last third (steps 21–30): +58%, slope 0.1 ± ")
+    assert rising.endswith("/step")
+    assert climb == "loss climbed back from 1 (steps 1–3) to 1.9 in the last tenth"
+    assert found.evidence["last_third"]["change"] == pytest.approx(0.9 / 1.55)
+
+
+def test_l003_climb_back_needs_more_than_thirty_percent_and_twenty_records() -> None:
+    def climbed(last: float, n: int = 30) -> bool:
+        y = [1.0] * (n - 3) + [last] * 3
+        return "climbed back" in check(analyse(log(y)), "L003").message
+
+    assert climbed(1.31) and not climbed(1.3)
+    assert not climbed(2.0, n=19)
+
+
+def test_l003_passes_pinned_on_a_clean_fall() -> None:
+    found = check(analyse(log(STEP_DOWN)), "L003")
+    assert (found.status, found.message) == (
+        "pass", "no spikes above 2× the running median and no rising trend")
+
+
+# --- L005 / L008 ---
+
+LINE = [2.0 - 0.02 * s for s in range(1, 31)]  # train falls 1.98 → 1.40 (1.42 at step 29)
+
+
+def test_l008_and_l005_without_eval() -> None:
+    rep = analyse(log(STEP_DOWN))
+    assert check(rep, "L008") == Finding(
+        "L008", "info", "no eval loss logged: over/underfitting cannot be judged",
+        "pass an eval_dataset and set eval_strategy='steps'")
+    assert check(rep, "L005") == Finding("L005", "skip", "no eval loss to compare with")
+    assert rep.details.eval is None
+
+
+def test_l005_eval_rising_from_its_best_while_train_falls() -> None:
+    rep = analyse(log(LINE, eval=[(10, 1.0), (20, 0.8), (30, 0.88)]))
+    assert check(rep, "L008") == Finding("L008", "pass", "3 eval loss records")
+    l005 = check(rep, "L005")
+    assert (l005.status, l005.message) == (
+        "warn", "eval loss rose 10% from its best 0.8 at step 20 to 0.88 at step 30 while train "
+        "loss fell 1.6 → 1.42; eval−train gap -0.8 → -0.54")
+    assert l005.hint == ("use the checkpoint near step 20 (load_best_model_at_end=True), fewer "
+                         "epochs, more data or more lora_dropout/weight_decay")
+    assert l005.evidence == {"best_step": 20, "best_eval": 0.8, "last_eval": 0.88,
+                             "gap_first": pytest.approx(-0.8), "gap_last": pytest.approx(-0.54)}
+    ev = rep.details.eval
+    assert (ev["records"], ev["first"], ev["best"], ev["best_step"], ev["last"],
+            ev["last_step"]) == (3, 1.0, 0.8, 20, 0.88, 30)
+
+
+@pytest.mark.parametrize(("evals", "train"), [
+    ([(20, 0.8), (30, 0.88)], LINE),  # two eval records are not a trend
+    ([(10, 1.0), (20, 0.8), (30, 0.84)], LINE),  # rose exactly 5%
+    ([(10, 1.0), (20, 0.8), (30, 0.88)], [1.5] * 30),  # train did not fall
+    ([(10, 1.0), (20, 0.9), (30, 0.8)], LINE),  # best is the last
+])
+def test_l005_passes_short_of_each_condition(evals: list[tuple[int, float]],
+                                             train: list[float]) -> None:
+    assert check(analyse(log(train, eval=evals)), "L005").status == "pass"
+
+
+def test_l005_pass_pins_best_last_and_gap() -> None:
+    l005 = check(analyse(log(LINE, eval=[(10, 1.0), (20, 0.9), (30, 0.8)])), "L005")
+    assert l005 == Finding("L005", "pass", "eval loss best 0.8 at step 30, last 0.8; eval−train "
+                           "gap -0.62", "", {"best_eval": 0.8, "last_eval": 0.8})
+
+
+def test_l005_train_must_fall_more_than_two_percent_after_the_best() -> None:
+    train = [1.0] * 20 + [0.985] * 10  # 1.5 % lower after the best eval at step 20
+    found = check(analyse(log(train, eval=[(10, 1.0), (20, 0.8), (30, 0.88)])), "L005")
+    assert found.status == "pass"
+    train = [1.0] * 20 + [0.97] * 10
+    assert check(analyse(log(train, eval=[(10, 1.0), (20, 0.8), (30, 0.88)])),
+                 "L005").status == "warn"
+
+
+# --- L006 ---
+
+def test_l006_counts_steps_with_epochs_tokens_and_an_early_stop() -> None:
+    rep = analyse(log(STEP_DOWN, epoch=[(30, 1.5)], tokens_seen=12345, max_steps=100))
+    assert check(rep, "L006") == Finding(
+        "L006", "warn", "only 30 optimizer steps (< 50; 1.5 epochs; 12,345 tokens; stopped before "
+        "max_steps=100)", "the adapter had little chance to move: add training records, raise "
+        "num_train_epochs, or lower batch size / gradient_accumulation_steps",
+        {"steps": 30, "min_steps": 50})
+
+
+def test_l006_passes_at_min_steps() -> None:
+    assert check(analyse(log(STEP_DOWN, max_steps=30), min_steps=30), "L006") == Finding(
+        "L006", "pass", "30 optimizer steps (≥ 30)", "", {"steps": 30})
+    assert check(analyse(log(STEP_DOWN), min_steps=31), "L006").status == "warn"
+
+
+# --- details ---
+
+def test_details_record_the_run() -> None:
+    lr = [(s, 2e-4) for s in range(1, 31)]
+    d = analyse(log(STEP_DOWN, max_steps=40, global_step=30, epoch=[(30, 0.75)],
+                    num_train_epochs=1.0, learning_rate=lr)).details
+    assert (d.label, d.source, d.format, d.records, d.steps, d.max_steps, d.completed) == (
+        "run", "run.jsonl", "jsonl", 30, 30, 40, False)
+    assert (d.epochs, d.num_train_epochs, d.min_loss, d.min_loss_step) == (0.75, 1.0, 1.0, 16)
+    assert d.lr_schedule is not None and d.lr_schedule["kind"] == "constant"
+    assert [len(d.curves[k]) for k in ("train", "eval", "lr")] == [30, 0, 30]
+    assert d.curves["train"][0] == [1.0, 2.0, 2.0]
+    done = analyse(log(STEP_DOWN, max_steps=30)).details
+    assert done.completed is True and analyse(log(STEP_DOWN)).details.completed is None
+
+
+def test_checks_are_sorted_by_code() -> None:
+    codes = [c.code for c in analyse(log(STEP_DOWN)).checks]
+    assert codes == sorted(codes) and len(codes) == 9
+
+
+# --- several runs ---
+
+def test_two_runs_prefix_each_message_and_pick_the_lower_end_loss() -> None:
+    a, b = log(STEP_DOWN, label="a"), log([2.0] * 15 + [0.5] * 15, label="b")
+    rep = loss_report([a, b])
+    l002 = [c for c in rep.checks if c.code == "L002"]
+    assert [c.message.split(": ")[0] for c in l002] == ["a", "b"]
+    assert [c.evidence["run"] for c in l002] == ["a", "b"]
+    assert l002[1].message == "b: loss fell 75%: 2 (steps 1–3) → 0.5 (steps 28–30)"
+    assert (rep.details.best_run, rep.details.best_by) == ("b", "end train loss")
+    assert [(r.analysis.label, r.verdict) for r in rep.details.runs] == [("a", "warn"),
+                                                                        ("b", "warn")]
+    assert rep.details.runs[0].codes == ["L006", "L008"]
+
+
+def test_runs_with_eval_are_ranked_by_best_eval_and_same_labels_are_numbered() -> None:
+    a = log(STEP_DOWN, label="x", eval=[(30, 0.7)])
+    b = log([2.0] * 15 + [0.5] * 15, label="x", eval=[(30, 0.9)])
+    rep = loss_report([a, b])
+    assert (rep.details.best_run, rep.details.best_by) == ("x#1", "best eval loss")
