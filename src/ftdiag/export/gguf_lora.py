@@ -168,7 +168,8 @@ def _finding(c: GgufLoraCheck) -> Finding:
     parts = list(c.problems)
     if c.scale_mismatch:
         want = sorted({s.split(": ")[1].split(" vs ")[1] for s in c.scale_mismatch})
-        parts.append(f"adapter.lora.alpha {c.alpha:g} gives alpha/r "
+        alpha = "absent" if c.alpha is None else f"{c.alpha:g}"  # absent: llama.cpp scales by 1
+        parts.append(f"adapter.lora.alpha {alpha} gives alpha/r "
                      f"{c.scale_mismatch[0].split(': ')[1].split(' vs ')[0]} in "
                      f"{len(c.scale_mismatch)} modules, the adapter scales by {', '.join(want)}")
     for label, items in (("modules without lora_a/lora_b", c.missing),
