@@ -13,6 +13,7 @@ both shares of peak are printed. Peak = this CPU's fp32 torch matmul rate (2048�
     python benchmarks/bench_train.py             # 12 timed steps per contender (~4-5 min)
     python benchmarks/bench_train.py --steps 4   # a short run
     python benchmarks/bench_train.py --batching  # pad share; grouped vs random vs packed
+    python benchmarks/bench_train.py --precision --steps 4  # fp32 vs bf16 autocast
 
 --batching: `ftdiag train`'s own pieces (model, TrainingArguments, collator) in a Trainer three
 ways over the same steps: length-grouped batches (the default), random batches, and
@@ -64,14 +65,28 @@ class Clock(TrainerCallback):
         return self.tokens / self.seconds if self.seconds else 0.0
 
 
-def matmul_peak(n: int = 2048, reps: int = 8) -> float:
-    """fp32 GFLOP/s of a big torch matmul on this CPU (all threads torch uses)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_peak(n: int = 2048, reps: int = 8, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of a big torch matmul in `dtype` on this CPU (all threads torch uses)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     t = time.perf_counter()
     for _ in range(reps):
         a @ b
+        if dtype != torch.float32 and time.perf_counter() - t > 20:  # emulated: enough
+            reps = _ + 1
+            break
     return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
+
+
+class Losses(TrainerCallback):
+    """The train loss of every logged step."""
+
+    def __init__(self) -> None:
+        self.by_step: dict[int, float] = {}
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+        if logs and "loss" in logs:
+            self.by_step[state.global_step] = float(logs["loss"])
 
 
 def matmul_params(model: Any) -> int:
@@ -83,14 +98,66 @@ def matmul_params(model: Any) -> int:
     return total
 
 
-def bench_ftdiag(base: str, records: int, steps: int, warmup: int, work: Path) -> float:
+def bench_ftdiag(base: str, records: int, steps: int, warmup: int, work: Path,
+                 dtype: str = "fp32", seed: int = 42) -> float:
+    return bench_ftdiag_losses(base, records, steps, warmup, work, dtype, seed)[0]
+
+
+def bench_ftdiag_losses(base: str, records: int, steps: int, warmup: int, work: Path,
+                        dtype: str = "fp32", seed: int = 42) -> tuple[float, dict[int, float]]:
+    """`ftdiag train` at --dtype `dtype`: steady tokens/s and the loss of every step."""
     from ftdiag.training.recipe import TrainConfig, train
 
-    clock = Clock(warmup)
+    clock, losses = Clock(warmup), Losses()
     train(TrainConfig(data=SAMPLE, out=work / "ftdiag", base=base, records=records,
-                      max_steps=steps + warmup, eval_steps=10_000, logging_steps=10_000,
-                      force=True), callbacks=[clock])
-    return clock.rate
+                      max_steps=steps + warmup, eval_steps=10_000, logging_steps=1,
+                      force=True, dtype=dtype, seed=seed), callbacks=[clock, losses])
+    return clock.rate, losses.by_step
+
+
+def main_precision(args: argparse.Namespace, base_dir: Path) -> None:
+    """fp32 (two seeds: the run-to-run spread) against bf16 autocast, same steps and data."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ftdiag.model.dtype import probe_matmul
+    from ftdiag.training.precision import TRAIN_BF16_MAX_RATIO, train_precision
+
+    ms = probe_matmul()
+    auto = train_precision("auto", "cpu", lambda: ms)
+    print(f"start-up probe: fp32 {ms['fp32']:.2f} ms, bf16 {ms['bf16']:.2f} ms; --dtype auto "
+          f"takes {auto.label} ({auto.choice.reason})")
+    peaks = {"fp32": matmul_peak(), "bf16": matmul_peak(dtype=torch.bfloat16)}
+    print(f"matmul peak (2048²): fp32 {peaks['fp32']:.1f}, bf16 {peaks['bf16']:.1f} GFLOP/s")
+    n = matmul_params(get_peft_model(AutoModelForCausalLM.from_pretrained(str(base_dir)),
+                                     LoraConfig(**LORA)))
+    runs = [("fp32", 42), ("fp32", 43), ("bf16", 42)]
+    out = {}
+    with tempfile.TemporaryDirectory(prefix="ftdiag-bench-precision-") as tmp:
+        for dtype, seed in runs:
+            out[dtype, seed] = bench_ftdiag_losses(args.base, args.records, args.steps,
+                                                   args.warmup, Path(tmp), dtype, seed)
+            print(f"  {dtype} seed {seed}: {out[dtype, seed][0]:.1f} tokens/s", flush=True)
+    steps = sorted(out["fp32", 42][1])
+
+    def gap(a: dict[int, float], b: dict[int, float]) -> float:
+        return max(abs(a[k] - b[k]) for k in steps)
+
+    spread = gap(out["fp32", 42][1], out["fp32", 43][1])
+    drift = gap(out["fp32", 42][1], out["bf16", 42][1])
+    print(f"{'run':16} {'tokens/s':>9} {'vs fp32':>8} {'4N share':>9} {'last loss':>10}")
+    for (dtype, seed), (rate, losses) in out.items():
+        print(f"{dtype + ' seed ' + str(seed):16} {rate:9.1f} "
+              f"{rate / out['fp32', 42][0]:7.2f}x {4 * n * rate / 1e9 / peaks[dtype]:8.0%} "
+              f"{losses[steps[-1]]:10.4f}")
+    speed = out["bf16", 42][0] / out["fp32", 42][0]
+    equal = drift <= spread
+    print(f"loss per step, max |Δ|: bf16 vs fp32 {drift:.4f}; fp32 seed 42 vs 43 (run-to-run "
+          f"spread) {spread:.4f} → {'equal' if equal else 'NOT equal'} curves")
+    keep = speed >= 1.5 and equal
+    print(f"goal: bf16 autocast >= 1.5x tokens/s at an equal loss curve: {speed:.2f}x → "
+          f"{'bf16 pays here' if keep else 'keep fp32 here'} (auto switches at a probe ratio "
+          f"<= {TRAIN_BF16_MAX_RATIO:.2f})")
 
 
 def bench_trl(base_dir: Path, records: int, steps: int, warmup: int, work: Path) -> float:
@@ -280,6 +347,8 @@ def main() -> None:
     ap.add_argument("--skip-trl", action="store_true")
     ap.add_argument("--batching", action="store_true",
                     help="pad share; length-grouped vs random vs packed batches")
+    ap.add_argument("--precision", action="store_true",
+                    help="fp32 (two seeds) vs bf16 autocast: tokens/s, loss curves, roofline")
     args = ap.parse_args()
 
     from ftdiag.cli.app import quiet_libraries
@@ -294,6 +363,9 @@ def main() -> None:
           f"{os.getloadavg()[0]:.2f}")
     if args.batching:
         main_batching(args, peak)
+        return
+    if args.precision:
+        main_precision(args, base_dir)
         return
     with tempfile.TemporaryDirectory(prefix="ftdiag-bench-train-") as tmp:
         work = Path(tmp)

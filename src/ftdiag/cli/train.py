@@ -58,6 +58,9 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint."),
         force: bool = typer.Option(False, "--force", help="Overwrite a previous run in --out."),
         gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing"),
+        dtype: str = typer.Option(
+            "auto", "--dtype", help="auto (CPU: bf16 autocast only where a start-up probe finds "
+            "bf16 matmuls >= 1.5x fp32's speed; else fp32), fp32, bf16 or fp16 (CUDA)."),
         json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
         strict: bool = typer.Option(False, "--strict", help="Exit 1 on warnings too."),
     ) -> None:
@@ -80,7 +83,7 @@ def register(app: typer.Typer) -> None:
             max_steps=max_steps, eval_steps=eval_steps, logging_steps=logging_steps,
             template=template, chat_template=chat_template, title_field=title_field,
             text_field=text_field, resume=resume, force=force,
-            gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing=gradient_checkpointing, dtype=dtype,
         )
         main = _is_main_process()
         show = main and not json_out

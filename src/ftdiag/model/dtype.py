@@ -71,9 +71,12 @@ def probe_matmul() -> dict[str, float]:
         torch.set_num_threads(threads)
 
 
-def choose_dtype(requested: str = "auto", device: str = "cpu",
-                 probe: Probe | None = None) -> DtypeChoice:
-    """The dtype for `requested` ('auto' or a name in CHOICES) on `device`, with the reason."""
+def choose_dtype(requested: str = "auto", device: str = "cpu", probe: Probe | None = None,
+                 max_ratio: float = BF16_MAX_RATIO) -> DtypeChoice:
+    """The dtype for `requested` ('auto' or a name in CHOICES) on `device`, with the reason.
+
+    max_ratio: on CPU, auto takes bf16 when its matmul needs at most this share of fp32's time.
+    """
     if requested not in CHOICES:
         raise FtdiagError(f"unknown --dtype {requested!r}", hint=f"one of {', '.join(CHOICES)}")
     if requested != "auto":
@@ -87,8 +90,11 @@ def choose_dtype(requested: str = "auto", device: str = "cpu",
     ms = (probe or probe_matmul)()
     ratio = ms["bf16"] / ms["fp32"] if ms["fp32"] > 0 else float("inf")
     timings = f"bf16 matmul {ms['bf16']:.2f} ms vs fp32 {ms['fp32']:.2f} ms"
-    if ratio <= BF16_MAX_RATIO:
+    if ratio <= max_ratio:
         return DtypeChoice("bfloat16", f"auto: this CPU computes bf16 natively ({timings})", ms)
+    if ratio <= 1.0:
+        return DtypeChoice("float32", f"auto: bf16 is native on this CPU but not fast enough "
+                           f"here ({timings}; needs <= {max_ratio:.2f}x fp32's time)", ms)
     return DtypeChoice("float32", f"auto: no native bf16 on this CPU ({timings}, "
                        f"{ratio:.1f}x slower)", ms)
 

@@ -63,6 +63,8 @@ def summary_table(r: TrainResult) -> Table:
     t.add_row("tokens (non-pad)", str(r.tokens))
     t.add_row("time", f"{r.seconds:.1f} s")
     t.add_row("tokens/s", f"{r.tokens_per_s:.0f}")
+    if r.precision:
+        t.add_row("precision", r.precision)
     t.add_row("first train loss", _fmt(r.first_loss))
     t.add_row("last train loss", _fmt(r.last_loss))
     drop = (1 - r.last_loss / r.first_loss) * 100 if r.first_loss and r.first_loss > 0 else None
@@ -78,6 +80,8 @@ def summary_table(r: TrainResult) -> Table:
 def print_train(r: TrainResult, console: Console) -> None:
     """Summary table, then the static adapter checks and the verdict."""
     console.print(summary_table(r))
+    if r.precision_reason:
+        console.print(f"[dim]precision: {r.precision_reason}[/]", highlight=False)
     static = [c for c in r.report.checks if c.code.startswith("A")]
     if static:
         console.print(checks_table(static, title="static adapter check (A001–A015)"))

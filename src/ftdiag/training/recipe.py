@@ -32,6 +32,7 @@ from ftdiag.prompts.template import PromptTemplate, load_template
 from ftdiag.runmeta import META_FILE, read_meta, write_meta
 from ftdiag.training.data import IGNORE, DataSummary, Example, prepare_data, set_training_pad
 from ftdiag.training.meta import base_identity, created, library_versions, tokenizer_facts
+from ftdiag.training.precision import Precision, train_precision
 
 if TYPE_CHECKING:
     import torch
@@ -80,6 +81,7 @@ class TrainConfig:
     chat_template: bool = False
     save_total_limit: int = 2
     device: str | None = None
+    dtype: str = "auto"  # auto, fp32, bf16 (CPU: autocast over fp32 weights), fp16 (CUDA)
 
 
 @dataclass
@@ -100,6 +102,8 @@ class TrainResult:
     report: Report
     resumed_from: str | None = None
     grad_check: dict[str, Any] = field(default_factory=dict)
+    precision: str = ""  # what the matmuls ran in (Precision.label)
+    precision_reason: str = ""
 
 
 @dataclass
@@ -219,8 +223,9 @@ def default_eval_steps(n_train: int, cfg: TrainConfig, world: int) -> tuple[int,
 
 
 def training_args(cfg: TrainConfig, out: Path, device: str, dtype: torch.dtype, n_train: int,
-                  has_eval: bool) -> Any:
-    """TrainingArguments for the recipe: fp32 on CPU, length-grouped batches, rank-0 logging."""
+                  has_eval: bool, autocast_bf16: bool = False) -> Any:
+    """TrainingArguments for the recipe: fp32 on CPU (bf16 autocast when `autocast_bf16`),
+    length-grouped batches, rank-0 logging."""
     import torch
     from transformers import TrainingArguments
 
@@ -235,7 +240,8 @@ def training_args(cfg: TrainConfig, out: Path, device: str, dtype: torch.dtype, 
         eval_strategy="steps" if has_eval else "no", eval_steps=every,
         save_strategy="steps", save_steps=every, save_total_limit=cfg.save_total_limit,
         prediction_loss_only=True,  # eval keeps the loss, not 49k-wide logits
-        use_cpu=device == "cpu", bf16=dtype == torch.bfloat16, fp16=dtype == torch.float16,
+        use_cpu=device == "cpu", bf16=autocast_bf16 or dtype == torch.bfloat16,
+        fp16=dtype == torch.float16,
         train_sampling_strategy="group_by_length", remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding", report_to="none", disable_tqdm=True,
         seed=cfg.seed, data_seed=cfg.seed, dataloader_pin_memory=device != "cpu",
@@ -244,7 +250,8 @@ def training_args(cfg: TrainConfig, out: Path, device: str, dtype: torch.dtype, 
 
 
 def build_meta(cfg: TrainConfig, base_dir: Path, template: PromptTemplate, tokenizer: Any,
-               summary: DataSummary, targets: list[str], device: str, dtype: Any) -> dict[str, Any]:
+               summary: DataSummary, targets: list[str], device: str,
+               precision: Precision) -> dict[str, Any]:
     """ftdiag_meta.json: what other commands need to judge and reproduce this run."""
     return {
         "tool": "ftdiag", "created": created(),
@@ -265,7 +272,8 @@ def build_meta(cfg: TrainConfig, base_dir: Path, template: PromptTemplate, token
             "gradient_checkpointing": cfg.gradient_checkpointing,
             "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         },
-        "device": device, "dtype": str(dtype).replace("torch.", ""),
+        "device": device, "dtype": str(precision.weights).replace("torch.", ""),
+        "precision": {"compute": precision.label, "reason": precision.choice.reason},
         "versions": library_versions(),
     }
 
@@ -327,7 +335,9 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     out = Path(cfg.out).expanduser().resolve()
     checkpoint = check_out_dir(out, cfg.resume, cfg.force)
     base_dir = resolve_model_dir(cfg.base, cfg.revision)
-    device, dtype = pick_device_dtype(cfg.device)
+    device, _ = pick_device_dtype(cfg.device)
+    precision = train_precision(cfg.dtype, device)
+    dtype = precision.weights
     tokenizer = load_tokenizer(base_dir)
     set_training_pad(tokenizer)
     template = resolve_template(cfg)
@@ -341,7 +351,8 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
 
     # 3. model: base + LoRA; arguments (this also joins the process group under DDP)
     set_seed(cfg.seed)
-    args = training_args(cfg, out, device, dtype, len(data.train), bool(data.eval))
+    args = training_args(cfg, out, device, dtype, len(data.train), bool(data.eval),
+                         precision.autocast_bf16)
     model = build_model(base_dir, cfg, dtype)
     targets = sorted(model.peft_config["default"].target_modules)
     args.distributed_state.wait_for_everyone()  # every rank checked --out before rank 0 writes
@@ -350,7 +361,7 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
         if cfg.force:
             clear_previous_run(out)
         meta = build_meta(cfg, base_dir, template, tokenizer, data.summary, targets, device,
-                          dtype)
+                          precision)
         write_meta(out, meta)
         from ftdiag.training.data import examples_jsonl
 
@@ -391,7 +402,8 @@ def train(cfg: TrainConfig, *, callbacks: list[TrainerCallback] | None = None,
     result = TrainResult(out, out, state.global_step, tokens, seconds,
                          tokens / seconds if seconds > 0 else 0.0, first, last, best_eval,
                          data.summary, None, Report("train", layers_run=["D"]), checkpoint,
-                         grad_check.stats or {})
+                         grad_check.stats or {},
+                         precision.label, precision.choice.reason)
     result.report.add(*data.checks)
     if grad_check.check is not None:
         result.report.add(grad_check.check)  # L009, the same check FtdiagCallback runs
@@ -412,7 +424,8 @@ def result_dict(r: TrainResult) -> dict[str, Any]:
     """The summary numbers of a run (JSON and the meta file)."""
     return {"out_dir": str(r.out_dir), "adapter_dir": str(r.adapter_dir), "steps": r.steps,
             "tokens": r.tokens, "seconds": round(r.seconds, 2),
-            "tokens_per_s": round(r.tokens_per_s, 1), "first_loss": r.first_loss,
+            "tokens_per_s": round(r.tokens_per_s, 1), "precision": r.precision,
+            "precision_reason": r.precision_reason, "first_loss": r.first_loss,
             "last_loss": r.last_loss, "best_eval_loss": r.best_eval_loss,
             "resumed_from": r.resumed_from, "grad_check": r.grad_check,
             "static_verdict": r.static.verdict if r.static is not None else None}
