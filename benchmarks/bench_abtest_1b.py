@@ -47,7 +47,8 @@ def main() -> None:
     from ftdiag.model.load import cache_dir
 
     base = build(cache_dir() / "bench-abtest-1b")
-    env = {**os.environ, "FTDIAG_BENCH_BASE": str(base), "FTDIAG_BENCH_TARGETS": "q_proj,v_proj"}
+    env = {**os.environ, "FTDIAG_BENCH_BASE": str(base), "FTDIAG_BENCH_TARGETS": "q_proj,v_proj",
+           "FTDIAG_BENCH_GOALS": "8,8,1.15"}  # the 1.1B goals: >= 8x, peak RSS <= 1.15x
     args = sys.argv[1:] or []
     if not any(a.startswith("--sizes") for a in args):
         args = ["--sizes", "8x32", *args]
