@@ -1,0 +1,330 @@
+"""Reading exported weights: safetensors indexes, GGUF headers written byte by byte, q/k rows.
+
+The GGUF files here are packed with struct from the format's layout (magic, version, counts,
+key/type/value, tensor infos, aligned data), not written by ftdiag or gguf-py, so each damaged
+header is damaged on purpose and the error it must give is known.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from ftdiag.errors import FtdiagError
+from ftdiag.export import weights
+from ftdiag.export.weights import (
+    SafetensorsFolder,
+    SavedWeight,
+    _finite_number,
+    gguf_fields,
+    open_gguf,
+    permute,
+    quant_half_step,
+    safetensors_index,
+    unpermute,
+    weight_key,
+)
+
+U32, U64, STRING, ARRAY = 4, 10, 8, 9
+F32, Q8_0, I8 = 0, 8, 24
+
+
+def s(text: str | bytes) -> bytes:
+    raw = text.encode() if isinstance(text, str) else text
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def kv(key: str, vtype: int, payload: bytes) -> bytes:
+    return s(key) + struct.pack("<I", vtype) + payload
+
+
+def tensor(name: str, dims: list[int], qtype: int = F32, offset: int = 0) -> bytes:
+    return (s(name) + struct.pack("<I", len(dims)) + struct.pack(f"<{len(dims)}Q", *dims)
+            + struct.pack("<IQ", qtype, offset))
+
+
+def gguf(kvs: list[bytes], tensors: list[bytes], data: bytes = b"", align: int = 32,
+         n_kv: int | None = None, n_tensors: int | None = None) -> bytes:
+    head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors) if n_tensors is None else n_tensors,
+                                 len(kvs) if n_kv is None else n_kv)
+    body = head + b"".join(kvs) + b"".join(tensors)
+    return body + b"\0" * (-len(body) % align) + data
+
+
+def damaged(tmp_path: Path, raw: bytes) -> str:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(raw)
+    with pytest.raises(FtdiagError) as err:
+        open_gguf(path)
+    prefix = f"cannot read GGUF file {path}: "
+    assert err.value.message.startswith(prefix)
+    return err.value.message.removeprefix(prefix)
+
+
+ONE = [tensor("w", [4])]  # four F32 values: 16 bytes of data at offset 0
+
+
+def test_a_well_formed_file_opens(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf([kv("general.architecture", STRING, s("llama"))], ONE,
+                          np.arange(4, dtype=np.float32).tobytes()))
+    reader = open_gguf(path)
+    assert [t.name for t in reader.tensors] == ["w"]
+    assert gguf_fields(reader)["general.architecture"] == "llama"
+
+
+def test_no_magic(tmp_path: Path) -> None:
+    assert damaged(tmp_path, b"GGML" + b"\0" * 40) == "no GGUF magic"
+
+
+def test_a_header_cut_short(tmp_path: Path) -> None:
+    assert damaged(tmp_path, b"GGUF\3\0\0\0\0\0") == \
+        "it ends inside its header (byte 8; truncated?)"
+
+
+def test_counts_larger_than_the_file(tmp_path: Path) -> None:
+    raw = gguf([], [], n_kv=10**6)
+    assert damaged(tmp_path, raw) == ("it claims 1,000,000 metadata keys and 0 tensors, more than "
+                                      "the file holds")
+    assert "and 5,000 tensors" in damaged(tmp_path, gguf([], [], n_tensors=5000))
+
+
+def test_an_unknown_value_type(tmp_path: Path) -> None:
+    raw = gguf([kv("k", 13, b"\0" * 8)], [])
+    assert damaged(tmp_path, raw) == "unknown metadata value type 13 at byte 37"
+
+
+def test_a_string_past_the_end(tmp_path: Path) -> None:
+    raw = gguf([kv("k", STRING, struct.pack("<Q", 1000) + b"abc")], [])
+    assert damaged(tmp_path, raw) == ("a value at byte 37 runs past the end of the file "
+                                      "(truncated?)")
+
+
+def test_an_array_of_strings_longer_than_the_file(tmp_path: Path) -> None:
+    raw = gguf([kv("k", ARRAY, struct.pack("<IQ", STRING, 10**9))], [])
+    assert damaged(tmp_path, raw) == "an array claims 1,000,000,000 items, more than the file holds"
+
+
+def test_arrays_nest_at_most_two_deep(tmp_path: Path) -> None:
+    inner = struct.pack("<IQ", U32, 1) + struct.pack("<I", 7)
+    two = kv("k", ARRAY, struct.pack("<IQ", ARRAY, 1) + inner)
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(gguf([two], []))
+    open_gguf(path)
+    three = kv("k", ARRAY, struct.pack("<IQ", ARRAY, 1) + struct.pack("<IQ", ARRAY, 1) + inner)
+    assert damaged(tmp_path, gguf([three], [])).startswith("unknown metadata value type 9 at")
+
+
+def test_metadata_values_are_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(weights, "MAX_GGUF_ITEMS", 3)
+    strings = kv("k", ARRAY, struct.pack("<IQ", STRING, 3) + s("a") + s("b") + s("c"))
+    assert damaged(tmp_path, gguf([strings], [])) == "more than 3 metadata values"
+
+
+def test_a_tensor_with_five_dimensions(tmp_path: Path) -> None:
+    raw = gguf([], [tensor("w", [1, 1, 1, 1, 1])])
+    assert damaged(tmp_path, raw) == "a tensor at byte 24 claims 5 dimensions (max 4)"
+
+
+def test_a_tensor_of_unknown_type(tmp_path: Path) -> None:
+    assert damaged(tmp_path, gguf([], [tensor("w", [4], qtype=99)])) == \
+        "tensor b'w' has unknown type 99"
+
+
+def test_tensor_data_past_the_end_or_splitting_a_block(tmp_path: Path) -> None:
+    short = gguf([], ONE, b"\0" * 15)
+    assert damaged(tmp_path, short) == ("tensor b'w' (F32 [4]) runs past the end of the file or "
+                                        "splits a block (truncated?)")
+    split = gguf([], [tensor("q", [16], qtype=Q8_0)], b"\0" * 34)
+    assert "tensor b'q' (Q8_0 [16]) runs past the end" in damaged(tmp_path, split)
+    at_end = tmp_path / "end.gguf"
+    at_end.write_bytes(gguf([], ONE, b"\0" * 16))
+    open_gguf(at_end)
+
+
+def test_the_alignment_key_moves_the_data(tmp_path: Path) -> None:
+    align = kv("general.alignment", U32, struct.pack("<I", 64))
+    ok = tmp_path / "ok.gguf"
+    ok.write_bytes(gguf([align], ONE, b"\0" * 16, align=64))
+    open_gguf(ok)
+    # the same file padded to 32 only: the header ends at byte 90, so its data starts at 96,
+    # not at 128 where alignment 64 puts it (and 128 + 16 bytes is past its 112 bytes)
+    raw = gguf([align], ONE, b"\0" * 16, align=32)
+    assert len(raw) == 112 and "runs past the end" in damaged(tmp_path, raw)
+
+
+def test_alignment_zero_is_walked_as_32_and_left_to_the_reader(tmp_path: Path) -> None:
+    zero = kv("general.alignment", U32, struct.pack("<I", 0))
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf([zero], ONE, b"\0" * 16))
+    with pytest.raises(FtdiagError) as err:  # the walk passes; gguf-py refuses alignment 0
+        open_gguf(path)
+    assert err.value.message.endswith("(corrupt or truncated?): Invalid alignment: must be a "
+                                      "non-zero power of two")
+
+
+def test_a_lora_tensor_gguf_py_cannot_dequantize(tmp_path: Path) -> None:
+    raw = gguf([], [tensor("blk.0.attn_q.weight.lora_a", [4], qtype=I8)], b"\0" * 4)
+    assert damaged(tmp_path, raw) == ("LoRA tensor b'blk.0.attn_q.weight.lora_a' is I8, which "
+                                      "gguf-py cannot dequantize")
+
+
+def test_a_big_endian_header_is_walked_big_endian(tmp_path: Path) -> None:
+    raw = b"GGUF" + struct.pack(">IQQ", 3, 0, 1) + struct.pack(">Q", 1) + b"k" \
+        + struct.pack(">II", U32, 5)
+    path = tmp_path / "be.gguf"
+    path.write_bytes(raw)
+    assert gguf_fields(open_gguf(path))["k"] == 5
+
+
+def test_a_reader_failure_is_one_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "v9.gguf"
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 99, 0, 0))  # a version gguf-py refuses
+    with pytest.raises(FtdiagError) as err:
+        open_gguf(path)
+    assert err.value.message.startswith(f"cannot read GGUF file {path} (corrupt or truncated?): ")
+
+
+def test_numeric_fields_must_be_finite_numbers(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf([kv("adapter.lora.alpha", STRING, s("sixteen"))], []))
+    with pytest.raises(FtdiagError) as err:
+        gguf_fields(open_gguf(path))
+    assert (err.value.message, err.value.hint) == (
+        "GGUF field adapter.lora.alpha is 'sixteen', not a number",
+        "llama.cpp refuses such a file too; convert it again")
+
+
+def test_tokenizer_arrays_are_skipped() -> None:
+    class Field:
+        def __init__(self, value: object) -> None:
+            self.value = value
+
+        def contents(self) -> object:
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    class Reader:
+        fields: ClassVar[dict[str, Field]] = {
+            "tokenizer.ggml.tokens": Field(["a"]), "tokenizer.ggml.merges": Field(["a b"]),
+            "tokenizer.ggml.scores": Field([0.0]), "tokenizer.ggml.token_type": Field([1]),
+            "tokenizer.ggml.model": Field("gpt2"), "broken": Field(ValueError("x")),
+            "llama.block_count": Field(2)}
+
+    assert gguf_fields(Reader()) == {"tokenizer.ggml.model": "gpt2", "llama.block_count": 2}
+
+
+@pytest.mark.parametrize(("x", "ok"), [(2, True), (2.5, True), (True, False), (float("nan"), False),
+                                       (float("inf"), False), ("2", False), (10**400, False)])
+def test_finite_number(x: object, ok: bool) -> None:
+    assert _finite_number(x) is ok
+
+
+# --- q/k rows, quantization steps ---
+
+def test_permute_and_unpermute_follow_llama_cpp_for_two_heads() -> None:
+    rows = np.arange(8)
+    assert permute(rows, 2).tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+    assert permute(rows, 1).tolist() == [0, 4, 1, 5, 2, 6, 3, 7]
+    assert unpermute(np.array([0, 4, 1, 5, 2, 6, 3, 7]), 1).tolist() == list(range(8))
+    w = np.arange(24).reshape(8, 3)
+    assert unpermute(permute(w, 2), 2).tolist() == w.tolist()
+
+
+def test_quant_half_step_is_half_the_block_range_over_its_levels() -> None:
+    values = np.concatenate([np.linspace(0, 255, 32), np.zeros(32)]).astype(np.float32)
+    half = quant_half_step(values.reshape(2, 32), "Q8_0")
+    assert half is not None and half.shape == (2, 32)
+    assert half[0].tolist() == [0.5] * 32 and half[1].tolist() == [0.0] * 32
+    assert quant_half_step(values, "F16") is None and quant_half_step(values, "BF16") is None
+
+
+def test_quant_half_step_of_an_odd_size_or_unknown_type() -> None:
+    odd = np.array([0.0, 15.0, 3.0], np.float32)
+    assert quant_half_step(odd, "Q4_0").tolist() == [0.5, 0.5, 0.5]  # one block, 4 bits
+    assert quant_half_step(odd, "NEW_Q").tolist() == [0.5, 0.5, 0.5]  # taken as 4-bit
+    q2 = np.linspace(0, 3, 16, dtype=np.float32)
+    assert quant_half_step(q2, "Q2_K").tolist() == [0.5] * 16  # 2 bits, blocks of 16
+
+
+def test_lost_and_noise_with_given_half_steps() -> None:
+    w = SavedWeight(np.zeros((1, 4), np.float32), "Q8_0", np.full((1, 4), 0.5, np.float32))
+    lost, noise = w.lost_and_noise(np.array([[0.1, -0.6, 0.49, -0.2]], np.float32))
+    assert (lost, noise) == (3, pytest.approx(4 * 0.25 / 3))
+
+
+def test_lost_and_noise_from_the_float_exponent() -> None:
+    w = SavedWeight(np.array([[1.0, 1.0]], np.float32), "F16")  # half ULP of 1.0 in F16: 2^-11
+    lost, noise = w.lost_and_noise(np.array([[2.0**-12, 2.0**-10]], np.float32))
+    assert lost == 1 and noise == pytest.approx(2 * 2.0**-22 / 3)
+
+
+def test_saved_weight_rows_widen_bf16_bits() -> None:
+    bits = np.array([[0x3F80, 0x4000]], np.uint16)  # bf16 1.0, 2.0
+    w = SavedWeight(bits, "BF16")
+    assert w.rows().tolist() == [[1.0, 2.0]] and w.shape == (1, 2)
+    assert w.sample(np.array([0])).values.tolist() == [[1.0, 2.0]]
+
+
+# --- safetensors folders ---
+
+def test_weight_key_with_or_without_the_first_component() -> None:
+    assert weight_key("model.a", {"model.a.weight": 1}) == "model.a.weight"
+    assert weight_key("model.a", {"a.weight": 1}) == "a.weight"
+    assert weight_key("model.a", {"b.weight": 1}) is None
+
+
+def test_a_folder_without_safetensors(tmp_path: Path) -> None:
+    with pytest.raises(FtdiagError) as err:
+        safetensors_index(tmp_path)
+    assert (err.value.message, err.value.hint) == (
+        f"{tmp_path} holds no safetensors weights",
+        "save with save_pretrained(dir, safe_serialization=True)")
+
+
+def test_an_index_naming_missing_shards(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a.weight": "s2.safetensors", "b.weight": "s1.safetensors",
+                        "c.weight": "s2.safetensors"}}))
+    with pytest.raises(FtdiagError) as err:
+        safetensors_index(tmp_path)
+    assert (err.value.message, err.value.hint) == (
+        f"{tmp_path} lacks shards listed in its index: s1.safetensors, s2.safetensors",
+        "the export was not copied or saved completely")
+
+
+@pytest.mark.parametrize("weight_map", [None, ["a"], {"a.weight": 3}])
+def test_an_index_without_a_weight_map(tmp_path: Path, weight_map: object) -> None:
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    with pytest.raises(FtdiagError) as err:
+        safetensors_index(tmp_path)
+    assert err.value.message == (f"cannot read {tmp_path / 'model.safetensors.index.json'}: no "
+                                 "weight_map of tensor name: file name")
+
+
+def test_a_sharded_folder_reads_each_module_from_its_shard(tmp_path: Path) -> None:
+    save_file({"model.a.weight": np.ones((2, 2), np.float32)}, str(tmp_path / "s1.safetensors"))
+    save_file({"b.weight": np.full((1, 3), 2.0, np.float16),
+               "q.weight": np.array([[1, -1]], np.int8)}, str(tmp_path / "s2.safetensors"))
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "model.a.weight": "s1.safetensors", "b.weight": "s2.safetensors",
+        "q.weight": "s2.safetensors", "gone.weight": "s1.safetensors"}}))
+    folder = SafetensorsFolder(tmp_path)
+    a = folder.read("model.a")
+    b = folder.read("model.b")
+    q = folder.read("model.q")
+    assert a is not None and (a.dtype, a.values.tolist()) == ("F32", [[1.0, 1.0], [1.0, 1.0]])
+    assert b is not None and (b.dtype, b.values.tolist()) == ("F16", [[2.0, 2.0, 2.0]])
+    assert q is not None and (q.dtype, q.values.tolist()) == ("I8", [[1.0, -1.0]])
+    assert folder.read("model.none") is None
+    with pytest.raises(FtdiagError) as err:
+        folder.read("gone")
+    assert err.value.message == (f"{tmp_path / 's1.safetensors'} lacks gone.weight listed in its "
+                                 "index (incomplete export?)")
