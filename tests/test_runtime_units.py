@@ -1,0 +1,284 @@
+"""Layer R's judgments on states written here: PEFT status dicts, disk matches, probe results.
+
+The live-model path (tiny Llama, PEFT) is test_check_runtime.py's; here each R rule gets the
+state it reads as a plain dict or small object, so every branch and its words are pinned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from ftdiag.adapters.details import RuntimeDetails, StatusLine
+from ftdiag.adapters.probe import DiskMatch, ProbeResult
+from ftdiag.adapters.runtime import (
+    _active,
+    _effect,
+    _injected,
+    _on_disk,
+    _pad_is_eos,
+    _probe_effect,
+    _sampling,
+    _status_lines,
+    _train_mode,
+)
+from ftdiag.findings import Finding
+from ftdiag.generation.arms import GenSettings
+
+LAYERS: list[tuple[str, Any]] = [("a", None), ("b", None)]
+GOOD = DiskMatch("default", [], [], 0.0, 4)
+ACTIVE = {"enabled": True, "active_adapters": ["default"], "merged_adapters": [],
+          "available_adapters": ["default"]}
+R002_HINT = ("call model.enable_adapter_layers() / model.set_adapter(name); do not leave the "
+             "model inside a disable_adapter() block")
+
+
+# --- R002 ---
+
+def test_r002_passes_on_an_enabled_active_adapter() -> None:
+    assert _active(ACTIVE, [GOOD], LAYERS) == Finding(
+        "R002", "pass", "enabled, active adapters ['default']")
+
+
+def test_r002_skips_without_layers() -> None:
+    assert _active(ACTIVE, [], []) == Finding("R002", "skip", "skipped: no LoRA layers (R001)")
+
+
+def test_r002_lists_every_problem() -> None:
+    st = {"enabled": False, "active_adapters": "irregular", "merged_adapters": "irregular",
+          "available_adapters": ["a", "b"]}
+    assert _active(st, [], LAYERS) == Finding(
+        "R002", "fail", "adapter layers enabled=False; active adapters=irregular; merged state "
+        "irregular", R002_HINT,
+        {"enabled": False, "active_adapters": "irregular", "available": ["a", "b"]})
+
+
+@pytest.mark.parametrize("active", [[], None])
+def test_r002_no_active_adapter(active: object) -> None:
+    st = {**ACTIVE, "active_adapters": active}
+    assert _active(st, [], LAYERS).message == f"active adapters={active}"
+
+
+def test_r002_the_active_adapter_must_be_the_one_from_disk() -> None:
+    st = {**ACTIVE, "active_adapters": ["other"]}
+    assert _active(st, [GOOD], LAYERS).message == \
+        "active adapter ['other'] is not the one loaded from disk (default)"
+    assert _active(st, [DiskMatch("default", ["x"], [], 0.0, 4)], LAYERS).status == "pass"
+    both = {**ACTIVE, "active_adapters": ["other", "default"]}
+    assert _active(both, [GOOD], LAYERS).status == "pass"
+
+
+def test_r002_enabled_must_be_true_itself() -> None:
+    assert _active({**ACTIVE, "enabled": "irregular"}, [], LAYERS).message == \
+        "adapter layers enabled=irregular"
+
+
+# --- R005 ---
+
+def probe(diff: float) -> ProbeResult:
+    return ProbeResult(diff, 0.25, 1, 3, per_prompt=[{"p": 1}])
+
+
+def test_r005_passes_above_the_tolerance_and_records_the_probe() -> None:
+    rt = RuntimeDetails([], 2)
+    assert _effect(probe(0.5), rt, 1e-4) == Finding(
+        "R005", "pass", "max |Δlogit| 0.5, mean KL 0.25, greedy next token changed on 1/3 probes",
+        "", {"max_abs_diff": 0.5, "mean_kl": 0.25})
+    assert rt.probe == {"max_abs_diff": 0.5, "mean_kl": 0.25, "greedy_changed": 1, "prompts": 3,
+                        "tolerance": 1e-4, "per_prompt": [{"p": 1}]}
+
+
+@pytest.mark.parametrize("diff", [1e-4, 0.0, float("nan")])
+def test_r005_fails_at_or_below_the_tolerance_and_on_nan(diff: float) -> None:
+    found = _effect(probe(diff), RuntimeDetails([], 2), 1e-4)
+    assert found.status == "fail" and found.message.endswith(" (tolerance 0.0001)")
+    assert found.hint == ("the adapter as loaded does nothing observable: see the A/R findings "
+                          "above for why")
+    assert set(found.evidence) == {"max_abs_diff", "mean_kl", "greedy_changed"}
+
+
+def test_r005_skip_carries_its_reason() -> None:
+    rt = RuntimeDetails([], 0)
+    assert _effect("skipped: no tokenizer given", rt, 1e-4) == Finding(
+        "R005", "skip", "skipped: no tokenizer given")
+    assert rt.probe is None
+
+
+def test_the_probe_is_skipped_for_each_reason_before_running() -> None:
+    assert _probe_effect(None, None, [], [], {}) == "skipped: no LoRA layers (R001)"
+    assert _probe_effect(None, None, [], LAYERS, {}) == "skipped: no tokenizer given"
+    assert _probe_effect(None, object(), [], LAYERS, {"merged_adapters": ["default"]}) == \
+        "skipped: adapter merged, no base arm without unmerging"
+
+
+# --- R006 ---
+
+def test_r006_skips_without_a_folder_or_an_adapter() -> None:
+    assert _on_disk([GOOD], None, LAYERS) == Finding(
+        "R006", "skip", "skipped: no adapter_dir to compare with")
+    assert _on_disk([], "dir", LAYERS) == Finding(
+        "R006", "skip", "skipped: no PEFT adapter in the model to compare")
+    assert _on_disk([GOOD], "dir", []).status == "skip"
+
+
+def test_r006_passes_on_the_matching_adapter() -> None:
+    bad = DiskMatch("other", ["x"], [], 0.0, 4)
+    assert _on_disk([bad, GOOD], "dir", LAYERS) == Finding(
+        "R006", "pass", "adapter 'default': 4 tensors equal the file")
+
+
+def test_r006_reports_the_closest_adapter_with_dropped_and_differing() -> None:
+    far = DiskMatch("far", [f"d{i}" for i in range(30)], [], 0.0, 4)
+    near = DiskMatch("near", ["k1"], [f"t{i}" for i in range(25)], 0.125, 30)
+    assert _on_disk([far, near], "dir", LAYERS) == Finding(
+        "R006", "fail", "adapter 'near': 1 file tensors missing from the model (e.g. k1); 25 "
+        "tensors differ (max |Δ| 0.125)", "keys dropped on load (prefix mismatch) or a fresh "
+        "get_peft_model adapter instead of PeftModel.from_pretrained",
+        {"dropped": ["k1"], "differing": [f"t{i}" for i in range(20)], "max_diff": 0.125})
+    assert _on_disk([far], "dir", LAYERS).evidence["dropped"] == [f"d{i}" for i in range(20)]
+
+
+def test_r006_with_nothing_compared_says_so() -> None:
+    empty = DiskMatch("default", [], [], 0.0, 0)
+    assert _on_disk([empty], "dir", LAYERS).message == "adapter 'default': nothing compared"
+
+
+# --- R008 ---
+
+def test_r008_sampling_settings_warn_with_temperature_and_seed() -> None:
+    found = _sampling(None, None, GenSettings(do_sample=True, temperature=0.7, seed=3))
+    assert found == Finding("R008", "warn", "sampling at temperature 0.7 (seed 3): differences "
+                            "may be chance", "drop --sample for a greedy A/B",
+                            {"temperature": 0.7, "seed": 3})
+
+
+def test_r008_greedy_settings_without_a_tokenizer_override_nothing() -> None:
+    assert _sampling(None, None, GenSettings()) == Finding(
+        "R008", "pass", "greedy decoding, num_beams=1", "", {"overridden": {}})
+
+
+def test_r008_judges_the_models_generation_config_without_settings() -> None:
+    sampling = SimpleNamespace(generation_config=SimpleNamespace(do_sample=True, temperature=0.6,
+                                                                 top_p=0.9))
+    assert _sampling(sampling, None, None) == Finding(
+        "R008", "warn", "generation_config.do_sample=True (temperature=0.6, top_p=0.9)",
+        "pass do_sample=False for A/B comparisons", {"temperature": 0.6})
+    greedy = SimpleNamespace(generation_config=SimpleNamespace(do_sample=False))
+    assert _sampling(greedy, None, None) == Finding("R008", "pass",
+                                                    "greedy decoding (do_sample=False)")
+    assert _sampling(SimpleNamespace(), None, None).status == "pass"
+
+
+# --- R009 ---
+
+def tokenizer(pad: int | None, eos: int | None) -> SimpleNamespace:
+    return SimpleNamespace(pad_token_id=pad, eos_token_id=eos, pad_token="<p>", eos_token="<e>")
+
+
+def test_r009_warns_when_pad_is_eos() -> None:
+    assert _pad_is_eos(tokenizer(2, 2), None) == Finding(
+        "R009", "warn", "base tokenizer: pad_token '<p>' == eos_token (id 2)",
+        "a collator that masks pad labels also masks EOS; add a distinct pad token",
+        {"pad_token": "<p>", "source": "base tokenizer"})
+
+
+def test_r009_passes_on_a_distinct_or_missing_pad_and_skips_without_a_tokenizer(
+        tmp_path: Path) -> None:
+    assert _pad_is_eos(tokenizer(0, 2), None) == Finding(
+        "R009", "pass", "base tokenizer: pad '<p>' != eos '<e>'")
+    assert _pad_is_eos(tokenizer(None, None), tmp_path).status == "pass"  # no tokenizer file
+    assert _pad_is_eos(None, None) == Finding("R009", "skip", "skipped: no tokenizer")
+
+
+def test_r009_a_broken_adapter_tokenizer_falls_back_to_the_base(tmp_path: Path) -> None:
+    (tmp_path / "tokenizer_config.json").write_text("{broken")
+    assert _pad_is_eos(tokenizer(2, 2), tmp_path).message.startswith("base tokenizer: ")
+
+
+# --- R003, R001, status lines ---
+
+class Tiny(nn.Module):
+    def __init__(self, p: float = 0.1) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(p)
+        self.lin = nn.Linear(2, 2)
+
+
+def test_r003_names_active_dropout_and_switches_to_eval_when_asked() -> None:
+    model = Tiny().train()
+    found = _train_mode(model, to_eval=False)
+    assert found == Finding("R003", "warn", "model.training=True, 1 dropout modules active "
+                            "(e.g. drop)", "call model.eval() before generating",
+                            {"training": True, "dropout_modules": ["drop"], "count": 1})
+    assert model.training
+    switched = _train_mode(model, to_eval=True)
+    assert switched.message.endswith("(e.g. drop); switched to eval") and not model.training
+    assert switched.evidence["training"] is False
+
+
+def test_r003_dropout_with_p_zero_does_not_count() -> None:
+    model = Tiny(p=0.0).train()
+    assert _train_mode(model, False).message == "model.training=True, 0 dropout modules active"
+    assert _train_mode(Tiny().eval(), False) == Finding("R003", "pass",
+                                                        "eval mode, no active dropout")
+
+
+class Lora(nn.Module):
+    """Named like PEFT's parameters: `x.lora_B.default.weight`, zero or not."""
+
+    def __init__(self, b: float) -> None:
+        super().__init__()
+        self.x = nn.ModuleDict({"lora_B": nn.ModuleDict({"default": nn.Linear(1, 1, bias=False)})})
+        with torch.no_grad():
+            self.x["lora_B"]["default"].weight.fill_(b)
+
+
+def test_r001_without_layers_names_the_class() -> None:
+    assert _injected(Tiny(), [], []) == Finding(
+        "R001", "fail", "Tiny has no LoRA layers",
+        "load with PeftModel.from_pretrained(base, adapter_dir)")
+
+
+def test_r001_zero_lora_b_is_a_fresh_adapter_unless_the_file_is_zero_too() -> None:
+    zero = Lora(0.0)
+    assert _injected(zero, LAYERS, []) == Finding(
+        "R001", "fail", "2 LoRA layers, but every lora_B is zero: a fresh adapter (get_peft_model) "
+        "rather than the trained one", "load the trained weights with PeftModel.from_pretrained",
+        {"lora_layers": 2})
+    assert _injected(zero, LAYERS, [GOOD]) == Finding(
+        "R001", "pass", "2 LoRA layers injected; their lora_B are zero exactly as in the file "
+        "(see A003)", "", {"lora_layers": 2})
+    assert _injected(Lora(1.0), LAYERS, []) == Finding(
+        "R001", "pass", "2 LoRA layers injected", "", {"lora_layers": 2})
+
+
+def test_status_lines_name_the_loaded_adapter_and_the_state() -> None:
+    model = SimpleNamespace(peft_config={"default": 1, "b": 2}, training=False)
+    lines = _status_lines(model, ACTIVE, [GOOD], "dir")
+    assert lines == [
+        StatusLine("adapter loaded from path", True, "dir (matches adapter 'default')"),
+        StatusLine("PEFT config present", True, "default, b"),
+        StatusLine("active adapters", True, "['default']"),
+        StatusLine("enabled", True, "True"),
+        StatusLine("merged", False, "none", ok=True),
+        StatusLine("eval mode", True, "model.training=False")]
+
+
+def test_status_lines_without_peft_or_a_match() -> None:
+    model = SimpleNamespace(training=True)
+    lines = _status_lines(model, {"merged_adapters": "irregular"}, [], "dir")
+    assert lines[0] == StatusLine("adapter loaded from path", False,
+                                  "dir: no adapter in the model matches the file")
+    assert lines[1] == StatusLine("PEFT config present", False, "-")
+    assert lines[2] == StatusLine("active adapters", False, "-")
+    assert lines[3] == StatusLine("enabled", False, "-")
+    assert lines[4] == StatusLine("merged", False, "irregular", ok=False)
+    assert lines[5] == StatusLine("eval mode", False, "model.training=True")
+    assert _status_lines(model, {"merged_adapters": ["a"]}, [], None)[:5:4] == [
+        StatusLine("adapter loaded from path", False, "no adapter_dir given"),
+        StatusLine("merged", True, "['a']", ok=True)]
