@@ -23,15 +23,21 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 # group: (modules mutated, the tests that own them)
 GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "served": (["src/ftdiag/abtest/served_checks.py"], ["tests/test_served_checks.py"]),
-    "loss": (["src/ftdiag/loss/analysis.py"], ["tests/test_convergence.py"]),
-    "delta": (["src/ftdiag/export/delta.py"], ["tests/test_check_export.py"]),
+    "loss": (["src/ftdiag/loss/analysis.py"],
+             ["tests/test_loss_units.py", "tests/test_convergence.py"]),
+    "delta": (["src/ftdiag/export/delta.py"],
+              ["tests/test_delta_units.py", "tests/test_check_export.py"]),
     "modelfile": (["src/ftdiag/export/modelfile.py"],
                   ["tests/test_modelfile_checks.py", "tests/test_check_export_modelfile.py"]),
     "gguf": (["src/ftdiag/export/weights.py", "src/ftdiag/export/gguf_lora.py"],
-             ["tests/test_check_export_gguf.py", "tests/test_check_export_lora_gguf.py"]),
-    "merge": (["src/ftdiag/export/merge.py"], ["tests/test_merge.py"]),
-    "base-checks": (["src/ftdiag/adapters/base_checks.py"], ["tests/test_check_static.py"]),
-    "runtime": (["src/ftdiag/adapters/runtime.py"], ["tests/test_check_runtime.py"]),
+             ["tests/test_weights_units.py", "tests/test_gguf_lora_units.py",
+              "tests/test_check_export_gguf.py", "tests/test_check_export_lora_gguf.py"]),
+    "merge": (["src/ftdiag/export/merge.py"],
+              ["tests/test_merge_units.py", "tests/test_merge.py"]),
+    "base-checks": (["src/ftdiag/adapters/base_checks.py"],
+                    ["tests/test_base_checks_units.py", "tests/test_check_static.py"]),
+    "runtime": (["src/ftdiag/adapters/runtime.py"],
+                ["tests/test_runtime_units.py", "tests/test_check_runtime.py"]),
     "data": (["src/ftdiag/training/checks.py"], ["tests/test_training_checks.py"]),
 }
 
