@@ -38,11 +38,18 @@ class Params(nn.Module):
 
 
 def test_grad_stats_count_lora_tensors_and_sum_the_norm_in_quadrature() -> None:
-    model = Params({"lora_A": ([3.0, 0.0], True), "lora_B": ([0.0, 4.0], True),
-                    "lora_zero": ([0.0, 0.0], True), "lora_unused": (None, True),
-                    "lora_frozen": ([1.0, 1.0], False), "base_weight": ([9.0, 9.0], True)})
+    """Every kind of parameter before the last LoRA one, so no kind ends the count early."""
+    model = Params({"base_weight": ([9.0, 9.0], True), "lora_frozen": ([1.0, 1.0], False),
+                    "lora_unused": (None, True), "lora_frozen_too": (None, False),
+                    "lora_A": ([3.0, 0.0], True), "lora_zero": ([0.0, 0.0], True),
+                    "lora_B": ([0.0, 4.0], True)})
     assert lora_grad_stats(model) == GradStats(lora_tensors=4, nonzero=2, norm=5.0, finite=True,
-                                               frozen=1)
+                                               frozen=2)
+
+
+def test_a_gradient_below_one_counts_as_non_zero() -> None:
+    model = Params({"lora_A": ([0.3, 0.4], True)})
+    assert lora_grad_stats(model) == GradStats(1, 1, pytest.approx(0.5), True, 0)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf])
@@ -94,15 +101,16 @@ def test_l009_passes_on_one_tensor_with_a_gradient_and_is_named_for_what_it_prov
 
 
 def test_label_stats_count_rows_without_labels_and_rows_that_train_eos() -> None:
+    """4 rows of 3 tokens (not square: counting per column would give other numbers)."""
     eos = 2
     stats = LabelStats()
-    stats.add(torch.tensor([[5, 6, 2], [5, 2, 0], [7, 8, 9]]),
-              torch.tensor([[MASK, 6, 2], [MASK, MASK, MASK], [MASK, 8, 9]]), eos)
-    assert stats == LabelStats(batches=1, examples=3, no_labels=1, label_tokens=4,
-                               eos_in_inputs=2, eos_trained=1)
-    stats.add(torch.tensor([4, 2]), torch.tensor([4, 2]), eos)  # one unbatched example
-    assert stats == LabelStats(batches=2, examples=4, no_labels=1, label_tokens=6,
+    stats.add(torch.tensor([[5, 6, 2], [5, 2, 0], [7, 8, 9], [2, 2, 2]]),
+              torch.tensor([[MASK, 6, 2], [MASK, MASK, MASK], [MASK, 8, 9], [MASK, 2, 2]]), eos)
+    assert stats == LabelStats(batches=1, examples=4, no_labels=1, label_tokens=6,
                                eos_in_inputs=3, eos_trained=2)
+    stats.add(torch.tensor([2, 4, 2]), torch.tensor([2, 4, 2]), eos)  # one unbatched example
+    assert stats == LabelStats(batches=2, examples=5, no_labels=1, label_tokens=9,
+                               eos_in_inputs=4, eos_trained=3)
 
 
 def test_label_stats_count_no_eos_without_an_eos_id_or_inputs() -> None:
