@@ -7,13 +7,28 @@ known by hand. Thresholds are probed on both sides.
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from ftdiag.findings import Finding, Report
-from ftdiag.loss.analysis import analyse, loss_report
+from ftdiag.loss.analysis import (
+    _finite_or_inf,
+    _relative_noise,
+    _relative_residual,
+    _sample,
+    _span,
+    _window,
+    analyse,
+    best_run,
+    loss_report,
+    rolling_median,
+    trend,
+)
+from ftdiag.loss.details import LossRun
 from ftdiag.loss.log import LossLog
 
 
@@ -399,3 +414,232 @@ def test_runs_with_eval_are_ranked_by_best_eval_and_same_labels_are_numbered() -
     b = log([2.0] * 15 + [0.5] * 15, label="x", eval=[(30, 0.9)])
     rep = loss_report([a, b])
     assert (rep.details.best_run, rep.details.best_by) == ("x#1", "best eval loss")
+
+
+# --- the statistics underneath, on inputs small enough to work out by hand ---
+
+def test_trend_on_four_points_worked_by_hand() -> None:
+    """x 0..3, y 0 2 1 3: slope 4/5, residuals ∓0.3 ±0.9, stderr √(1.8 / 2 / 5)."""
+    t = trend(np.array([0, 1, 2, 3]), np.array([0.0, 2.0, 1.0, 3.0]))
+    assert t is not None and t["steps"] == [0, 3]
+    assert (t["slope"], t["stderr"]) == (pytest.approx(0.8), pytest.approx(0.18 ** 0.5))
+    assert t["t"] == pytest.approx(0.8 / 0.18 ** 0.5) and t["change"] == pytest.approx(1.6)
+
+
+def test_trend_on_three_points_uses_one_degree_of_freedom() -> None:
+    t = trend(np.array([0, 1, 2]), np.array([0.0, 2.0, 1.0]))
+    assert t is not None and (t["slope"], t["stderr"]) == (pytest.approx(0.5),
+                                                          pytest.approx(0.75 ** 0.5))
+
+
+def test_trend_needs_three_distinct_steps_and_a_mean_for_change() -> None:
+    assert trend(np.array([1, 2]), np.array([1.0, 2.0])) is None
+    assert trend(np.array([5, 5, 5]), np.array([1.0, 2.0, 3.0])) is None
+    t = trend(np.array([1, 2, 3]), np.array([-1.0, 0.0, 1.0]))
+    assert t is not None and t["change"] == 0.0 and t["t"] == math.inf
+    down = trend(np.array([1, 2, 3]), np.array([3.0, 2.0, 1.0]))
+    assert down is not None and down["t"] == -math.inf
+    flat = trend(np.array([1, 2, 3]), np.array([1.0, 1.0, 1.0]))
+    assert flat is not None and flat["t"] == 0.0
+
+
+def test_rolling_median_pads_with_the_edge_when_the_curve_is_short() -> None:
+    """3 values, window 7: [1 1 1 | 1 5 2 | 2 2 2] gives medians 1, 2, 2 (reflecting would not)."""
+    assert rolling_median(np.array([1.0, 5.0, 2.0]), 7).tolist() == [1.0, 2.0, 2.0]
+
+
+def test_rolling_median_with_nan_takes_numpys_median_per_window() -> None:
+    out = rolling_median(np.array([1.0, np.nan, 2.0, 3.0, 4.0]), 3)  # last window: 3 4 | 3
+    assert out.shape == (5,) and np.isnan(out[:3]).all() and out[3:].tolist() == [3.0, 3.0]
+
+
+def test_rolling_median_of_nothing_or_window_one_is_the_input() -> None:
+    assert rolling_median(np.zeros(0), 5).tolist() == []
+    assert rolling_median(np.array([3, 1, 2]), 1).tolist() == [3.0, 1.0, 2.0]
+
+
+@pytest.mark.parametrize(("n", "window"), [(9, 1), (10, 5), (149, 5), (150, 7), (799, 31),
+                                           (800, 31), (10_000, 31)])
+def test_the_smoothing_window_grows_with_the_run(n: int, window: int) -> None:
+    assert _window(n) == window
+
+
+def test_curves_are_sampled_to_400_points_keeping_both_ends() -> None:
+    steps = np.arange(1000)
+    rows = _sample(steps, steps * 2.0)
+    assert len(rows) == 400 and rows[0] == [0, 0.0] and rows[-1] == [999, 1998.0]
+    assert rows[1] == [3, 6.0]  # 999 / 399 = 2.5 apart, rounded
+    assert len(_sample(np.arange(400), np.zeros(400))) == 400
+    assert _sample(np.arange(401), np.zeros(401))[-1] == [400, 0.0]
+
+
+def test_relative_residual_floors_a_near_zero_median_at_a_tenth_of_the_loss() -> None:
+    out = _relative_residual(np.array([1.0, 1.0, 1.0]), np.zeros(3))
+    assert out.tolist() == pytest.approx([9.0, 9.0, 9.0])
+
+
+def test_relative_noise_is_the_scaled_mad_of_the_residuals() -> None:
+    """Residuals .1 … .5: median .3, absolute deviations .2 .1 0 .1 .2, MAD .1."""
+    fl = np.array([1.1, 1.2, 1.3, 1.4, 1.5])
+    assert _relative_noise(fl, np.ones(5)) == pytest.approx(0.14826)
+    assert _relative_noise(np.zeros(0), np.zeros(0)) == 0.0
+
+
+def test_finite_or_inf() -> None:
+    assert (_finite_or_inf(2), _finite_or_inf(None), _finite_or_inf(float("nan"))) == (
+        2.0, math.inf, math.inf)
+
+
+def test_best_run_without_any_end_loss_is_none() -> None:
+    empty = analyse(LossLog("e.jsonl", "jsonl"))
+    run = LossRun(empty.details, "fail", ["L001"])
+    assert best_run([run]) == (None, "none")
+
+
+def test_span_of_one_step_is_that_step() -> None:
+    assert (_span([4, 4]), _span([4, 9])) == ("4", "4–9")
+
+
+# --- boundaries of L002, L003 and L005 at exactly representable values ---
+
+def test_l002_a_fall_of_exactly_five_percent_passes() -> None:
+    assert check(analyse(log([20.0] * 15 + [19.0] * 15)), "L002").status == "pass"
+
+
+def test_l002_a_rise_of_exactly_five_percent_is_not_called_a_rise() -> None:
+    found = check(analyse(log([20.0] * 15 + [21.0] * 15)), "L002")
+    assert found.message.startswith("no meaningful decrease (rose 5.0%; needs")
+    over = check(analyse(log([20.0] * 15 + [21.2] * 15)), "L002")
+    assert over.evidence == {"start_loss": 20.0, "end_loss": 21.2,
+                             "relative_decrease": pytest.approx(-0.06), "min_loss": 20.0,
+                             "min_loss_step": 1, "decrease_z": None}
+
+
+def test_l002_two_records_are_enough_to_judge() -> None:
+    assert check(analyse(log([2.0, 1.0])), "L002").message == \
+        "loss fell 50%: 2 (steps 1) → 1 (steps 2)"
+
+
+def test_l002_z_is_the_fall_over_the_standard_error_of_two_medians() -> None:
+    rep = analyse(log(noisy(1)))
+    d = rep.details
+    k = 4  # a tenth of 40 records
+    se = 1.2533 * d.noise / math.sqrt(k) * math.hypot(d.start_loss, d.end_loss)
+    assert d.decrease_z == pytest.approx((d.start_loss - d.end_loss) / se)
+
+
+def noisy_slope(seed: int, sign: int) -> list[float]:
+    """20 records at 2.0, then 10 moving by 0.02 a step with N(0, 0.03) noise."""
+    noise = np.random.default_rng(seed).normal(0, 0.03, 10)
+    return [2.0] * 20 + [float(v) for v in 1.5 + sign * 0.02 * np.arange(10) + noise]
+
+
+def test_l002_still_falling_needs_t_below_minus_three_not_four() -> None:
+    rep = analyse(log(noisy_slope(13, -1)))
+    assert -4 < rep.details.last_third["t"] < -3
+    assert check(rep, "L002").message.endswith("; still falling 12% over the last third: more "
+                                               "steps may help")
+
+
+def test_l002_a_last_third_falling_under_five_percent_is_not_still_falling() -> None:
+    tail = [1.01 - 0.002 * i for i in range(10)]  # -1.8 % over the last third, t = -inf
+    found = check(analyse(log([2.0] * 20 + tail)), "L002")
+    assert found.status == "pass" and "still falling" not in found.message
+
+
+def test_l003_a_rise_with_t_between_three_and_four_is_rising() -> None:
+    rep = analyse(log(noisy_slope(32, 1)))
+    assert 3 < rep.details.last_third["t"] < 4
+    assert check(rep, "L003").message.startswith(
+        "loss rising over the last third (steps 21–30): +8%, slope 0.014 ± 0.0038/step")
+
+
+def test_l003_pass_carries_its_evidence() -> None:
+    flat = {"steps": [21, 30], "slope": 0.0, "stderr": 0.0, "t": 0.0, "change": 0.0}
+    assert check(analyse(log([2.0] * 20 + [1.0] * 10)), "L003").evidence == {
+        "spikes": 0, "spike_steps": [], "last_third": flat}
+
+
+def test_l003_five_spikes_are_all_shown_and_six_are_cut() -> None:
+    def spikes(n: int) -> str:
+        y = [5.0 if s % 4 == 0 and s <= 4 * n else 1.0 for s in range(1, 41)]
+        return check(analyse(log(y)), "L003").message
+
+    assert spikes(5).startswith("5 spike(s)") and not spikes(5).endswith(" …")
+    assert spikes(6).startswith("6 spike(s)") and spikes(6).endswith(" …")
+
+
+def test_l003_climb_back_from_the_lowest_tenth_wherever_it_is() -> None:
+    y = [2.0] * 9 + [1.0] * 12 + [1.5] * 9  # tenths of 3: lowest is the 4th (steps 10-12)
+    assert check(analyse(log(y)), "L003").message == (
+        "loss climbed back from 1 (steps 10–12) to 1.5 in the last tenth")
+
+
+def test_l003_climb_back_from_a_low_loss_but_never_from_zero() -> None:
+    low = check(analyse(log([0.5] * 27 + [1.0] * 3)), "L003")
+    assert "climbed back from 0.5 (steps 1–3) to 1" in low.message
+    zero = check(analyse(log([0.0] * 27 + [1.0] * 3)), "L003")
+    assert "climbed back" not in zero.message
+
+
+def test_l003_climb_back_needs_twenty_records() -> None:
+    assert "climbed back" in check(analyse(log([1.0] * 17 + [2.0] * 3)), "L003").message
+
+
+def test_l005_eval_gap_is_sampled_per_eval_step() -> None:
+    ev = analyse(log(LINE, eval=[(10, 1.0), (20, 0.8), (30, 0.88)])).details.eval
+    assert [s for s, _ in ev["gap"]] == [10, 20, 30]
+    assert [g for _, g in ev["gap"]] == pytest.approx([-0.8, -0.8, -0.54])
+
+
+def test_l005_a_best_eval_of_zero_is_no_rise() -> None:
+    found = check(analyse(log(LINE, eval=[(10, 1.0), (20, 0.0), (30, 0.5)])), "L005")
+    assert found.status == "pass"
+
+
+def test_l005_needs_a_rise_above_exactly_five_percent() -> None:
+    at = check(analyse(log(LINE, eval=[(10, 25.0), (20, 20.0), (30, 21.0)])), "L005")
+    assert at.status == "pass"  # 1 / 20 is exactly 0.05
+
+
+def test_l005_train_must_fall_more_than_exactly_two_percent() -> None:
+    train = [1.0] * 20 + [0.98] * 10
+    assert check(analyse(log(train, eval=[(10, 1.0), (20, 0.8), (30, 0.88)])),
+                 "L005").status == "pass"
+
+
+# --- reports ---
+
+def test_reports_are_loss_reports_of_layer_l() -> None:
+    one = analyse(log(STEP_DOWN))
+    two = loss_report([log(STEP_DOWN, label="a"), log(STEP_DOWN, label="b")])
+    assert (one.command, one.layers_run) == ("loss-report", ["L"])
+    assert (two.command, two.layers_run) == ("loss-report", ["L"])
+
+
+def test_the_combined_report_keeps_each_findings_hint_and_check() -> None:
+    a = log(STEP_DOWN, label="a")
+    single = check(analyse(a), "L006")
+    combined = next(c for c in loss_report([a, log(STEP_DOWN, label="b")]).checks
+                    if c.code == "L006")
+    assert combined == Finding("L006", single.status, f"a: {single.message}", single.hint,
+                               {"run": "a", **single.evidence}, single.check)
+
+
+def test_the_default_min_steps_is_fifty() -> None:
+    assert check(loss_report([log([1.0] * 25 + [0.5] * 25)]), "L006").status == "pass"
+    assert check(analyse(log([1.0] * 25 + [0.5] * 24)), "L006").status == "warn"
+
+
+def test_loss_report_passes_column_names_to_the_reader(tmp_path: Path) -> None:
+    path = tmp_path / "run.csv"
+    path.write_text("it,train_ce\n" + "".join(f"{i},{2.0 - i / 100}\n" for i in range(1, 61)))
+    rep = loss_report([path], step_col="it", loss_col="train_ce")
+    assert check(rep, "L001").message == "60 train loss records (csv)"
+
+
+def test_details_carry_the_logs_notes_config_and_counts() -> None:
+    d = analyse(log(STEP_DOWN, notes=["merged 2 files"], config={"lr": 1e-4}, tokens_seen=99,
+                    duplicates_merged=3, was_unsorted=True)).details
+    assert (d.notes, d.config, d.tokens_seen, d.duplicates_merged, d.was_unsorted) == (
+        ["merged 2 files"], {"lr": 1e-4}, 99, 3, True)
