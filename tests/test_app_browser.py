@@ -126,29 +126,45 @@ FULLY_VISIBLE = """el => {
 
 
 @pytest.fixture(scope="module")
-def audit(app_paths: dict[str, str]) -> Any:
-    """The adapter status the page should show, computed here (module scope: the real cache)."""
-    from ftdiag.adapters.runtime import audit_model
-    from ftdiag.model.load import load_adapter, load_base
+def expected_rows(app_paths: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(code, label, evidence prefix) the status table must show for a healthy adapter.
 
-    loaded = load_base(app_paths.get("base", "smollm2-135m"))
-    return audit_model(load_adapter(loaded, app_paths["adapter"]), tokenizer=loaded.tokenizer,
-                       adapter_dir=app_paths["adapter"])
+    Not computed by ftdiag: the adapter is a trained one loaded as PeftModel's 'default' in eval
+    mode with its base's tokenizer, so every R check the app runs (R007 is merge-only) must
+    pass, under the name of what it proves; the counts are read from the adapter file with
+    safetensors itself (one LoRA layer per lora_A tensor; R006 compares every LoRA tensor).
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(Path(app_paths["adapter"]) / "adapter_model.safetensors"), "np") as f:
+        keys = [k for k in f.keys() if ".lora_A." in k or ".lora_B." in k]  # noqa: SIM118
+    layers = sum(".lora_A." in k for k in keys)
+    assert layers > 0 and len(keys) == 2 * layers
+    return [("R001", "adapter injected", f"{layers} LoRA layers injected"),
+            ("R002", "adapter active", "enabled, active adapters ['default']"),
+            ("R003", "eval mode", "eval mode, no active dropout"),
+            ("R004", "base arm clean", "base arm is the base model: LoRA off, max |Δlogit| vs "
+                                       "adapter "),
+            ("R005", "adapter changes the logits", "max |Δlogit| "),
+            ("R006", "loaded weights equal the file",
+             f"adapter 'default': {len(keys)} tensors equal the file"),
+            ("R008", "greedy decoding", "greedy decoding (do_sample=False)"),
+            ("R009", "pad token differs from eos", "")]
 
 
-def test_status_panel_names_passing_checks_neutrally(page: Any, audit: Any) -> None:
-
-    report = audit
+def test_status_panel_names_passing_checks_neutrally(page: Any,
+                                                      expected_rows: list[tuple[str, str, str]]
+                                                      ) -> None:
     page.get_by_text("Adapter status: PASS").wait_for()
     table = page.locator("[data-testid='stTable']").first
-    table.locator("tbody tr").nth(len(report.checks) - 1).wait_for()
+    table.locator("tbody tr").nth(len(expected_rows) - 1).wait_for()
     rows = [[c.inner_text().strip() for c in r.locator("td").all()]
             for r in table.locator("tbody tr").all()]
-    assert [r[1:3] for r in rows] == [[c.code, c.label] for c in report.checks]
-    for row, check in zip(rows, report.checks, strict=True):
-        assert row[0].endswith(check.status), row  # icon, then the status in words
-        if check.status == "pass":
-            assert row[2] != check.title, f"{check.code} passes under its failure's title"
+    assert [r[1:3] for r in rows] == [[code, label] for code, label, _ in expected_rows]
+    for row, (code, _, evidence) in zip(rows, expected_rows, strict=True):
+        assert row[0].endswith("pass"), row  # icon, then the status in words
+        assert row[3].startswith(evidence), (code, row[3])
+    assert " != eos " in rows[-1][3]  # R009: pad '<…>' != eos '<…>'
     panel = page.locator("[data-testid='stExpander']").first.inner_text()
     assert not _emoji(panel), _emoji(panel)
     icons = table.locator("span[role='img']")  # :material/...: ligatures, one per row
