@@ -75,15 +75,26 @@ def alone_logits(model: Any, rows: list[list[int]], *, step: bool = False
             first.append(logits.float().cpu())
             if step:
                 token = logits.argmax().view(1, 1)
-                if out.past_key_values is None:  # a model without a KV cache: the whole row again
-                    ids = torch.cat([ids, token], dim=1)
-                    nxt = model(input_ids=ids, attention_mask=torch.ones_like(ids))
-                else:
-                    mask = torch.ones(1, ids.shape[1] + 1, dtype=ids.dtype, device=device)
-                    nxt = model(input_ids=token, attention_mask=mask, use_cache=True,
-                                **{key: out.past_key_values})
-                after.append(nxt.logits[0, -1].float().cpu())
+                cache = next((out[k] for k in ("cache", "past_key_values")
+                              if out.get(k) is not None), None)  # name by version; None: none
+                after.append(_after(model, ids, token, cache, key).float().cpu())
     return first, after
+
+
+def _after(model: Any, ids: Any, token: Any, cache: Any, key: str) -> Any:
+    """Next-token logits after `token`: one step on the row's cache, or the whole row again
+    where the model keeps no cache or its cached step fails (cpmant's position bias)."""
+    import torch
+
+    if cache is not None:
+        mask = torch.ones(1, ids.shape[1] + 1, dtype=ids.dtype, device=ids.device)
+        try:
+            return model(input_ids=token, attention_mask=mask, use_cache=True,
+                         **{key: cache}).logits[0, -1]
+        except Exception:  # the reference path must run on every model: take the long way
+            log.debug("cached reference step failed; running the row again", exc_info=True)
+    ids = torch.cat([ids, token], dim=1)
+    return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1]
 
 
 def logit_probe(model: Any, tokenizer: Any, prompts: list[str]) -> ProbeResult:
