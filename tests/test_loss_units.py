@@ -24,6 +24,7 @@ from ftdiag.loss.analysis import (
     _window,
     analyse,
     best_run,
+    guess_lr_schedule,
     loss_report,
     rolling_median,
     trend,
@@ -643,3 +644,75 @@ def test_details_carry_the_logs_notes_config_and_counts() -> None:
                     duplicates_merged=3, was_unsorted=True)).details
     assert (d.notes, d.config, d.tokens_seen, d.duplicates_merged, d.was_unsorted) == (
         ["merged 2 files"], {"lr": 1e-4}, 99, 3, True)
+
+
+# --- the learning-rate schedule, on schedules written as formulas ---
+
+T = np.arange(100)
+
+
+def test_a_linear_decay_from_the_first_step() -> None:
+    assert guess_lr_schedule(T, 2e-4 * (1 - T / 100)) == {
+        "kind": "linear", "peak": 2e-4, "peak_step": 0, "final": pytest.approx(2e-6),
+        "warmup_steps": 0}
+
+
+def test_warmup_then_cosine_names_both_and_the_warmup_length() -> None:
+    warm = 2e-5 + (2e-4 - 2e-5) * T / 9
+    lr = np.where(T < 10, warm, 2e-4 * 0.5 * (1 + np.cos(np.pi * (T - 9) / 90)))
+    assert guess_lr_schedule(T + 1, lr) == {
+        "kind": "warmup + cosine", "peak": 2e-4, "peak_step": 10, "final": pytest.approx(0.0),
+        "warmup_steps": 10}
+
+
+def test_a_cosine_cut_at_half_is_recognised_only_with_max_steps() -> None:
+    t = np.arange(51)
+    lr = 2e-4 * 0.5 * (1 + np.cos(np.pi * t / 100))
+    assert guess_lr_schedule(t, lr, 100)["kind"] == "cosine"  # type: ignore[index]
+    assert guess_lr_schedule(t, lr, None)["kind"] == "decaying"  # type: ignore[index]
+    assert guess_lr_schedule(t, lr, 50)["kind"] == "decaying"  # type: ignore[index]
+
+
+def test_a_step_decay_fits_no_curve_and_is_decaying() -> None:
+    out = guess_lr_schedule(T, np.where(T < 50, 2e-4, 2e-5))
+    assert out == {"kind": "decaying", "peak": 2e-4, "peak_step": 0, "final": 2e-5,
+                   "warmup_steps": 0}
+
+
+def test_constant_zero_and_too_short_schedules() -> None:
+    assert guess_lr_schedule(T, np.full(100, 3e-4)) == {
+        "kind": "constant", "peak": 3e-4, "peak_step": 0, "final": 3e-4, "warmup_steps": 0}
+    assert guess_lr_schedule(T, np.zeros(100))["kind"] == "zero"  # type: ignore[index]
+    assert guess_lr_schedule(np.arange(3), np.array([3.0, 2.0, 1.0]))["kind"] == "decaying"  # type: ignore[index]
+    assert guess_lr_schedule(np.arange(4), np.array([4.0, 3.0, 2.0, 1.0]))["kind"] == "linear"  # type: ignore[index]
+    assert guess_lr_schedule(np.zeros(0), np.zeros(0)) is None
+    assert guess_lr_schedule(np.arange(2), np.array([np.nan, np.nan])) is None
+
+
+def test_constant_means_a_range_of_at_most_a_hundredth_of_the_peak() -> None:
+    at = np.array([100.0, 99.0, 99.0, 99.0, 99.0])
+    assert guess_lr_schedule(np.arange(5), at)["kind"] == "constant"  # type: ignore[index]
+    over = np.array([100.0, 98.0, 98.0, 98.0, 98.0])
+    assert guess_lr_schedule(np.arange(5), over)["kind"] != "constant"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(("first", "warm"), [(1.0, True), (1.89, True), (1.9, False),
+                                             (1.96, False)])
+def test_warmup_means_starting_below_95_percent_of_the_peak(first: float, warm: bool) -> None:
+    """Peak 2.0 at the second step: 1.9 is exactly 95 % of it (not below)."""
+    out = guess_lr_schedule(np.arange(1, 7), np.array([first, 2.0, 2.0, 2.0, 2.0, 2.0]))
+    assert out is not None
+    assert (out["kind"], out["warmup_steps"]) == (("warmup + constant", 2) if warm
+                                                  else ("constant", 0))
+
+
+def test_analyse_passes_max_steps_to_the_schedule_guess() -> None:
+    t = range(51)
+    lr = [(s, float(2e-4 * 0.5 * (1 + np.cos(np.pi * s / 100)))) for s in t]
+    d = analyse(log(STEP_DOWN, learning_rate=lr, max_steps=100)).details
+    assert d.lr_schedule is not None and d.lr_schedule["kind"] == "cosine"
+
+
+def test_l001_joins_the_readers_notes() -> None:
+    rep = analyse(LossLog("r", "csv", notes=["no step column", "no loss column"]))
+    assert rep.checks[0].message == "no training loss records in r (no step column; no loss column)"
