@@ -27,6 +27,7 @@ from ftdiag.loss.analysis import (
     guess_lr_schedule,
     loss_report,
     rolling_median,
+    run_labels,
     trend,
 )
 from ftdiag.loss.details import LossRun
@@ -716,3 +717,28 @@ def test_analyse_passes_max_steps_to_the_schedule_guess() -> None:
 def test_l001_joins_the_readers_notes() -> None:
     rep = analyse(LossLog("r", "csv", notes=["no step column", "no loss column"]))
     assert rep.checks[0].message == "no training loss records in r (no step column; no loss column)"
+
+
+def test_a_spike_must_stand_eight_noise_widths_out() -> None:
+    """N(1, 0.18) batch noise and one value of 2.3: 2.16× its running median, 8.6 noise widths."""
+    y = 1 + np.random.default_rng(0).normal(0, 0.18, 40)
+    y[25] = 2.3
+    rep = analyse(log([float(v) for v in y]))
+    rel = 2.3 / rep.details.spikes[0][2] - 1
+    assert 8 * rep.details.noise < rel < 9 * rep.details.noise
+    assert check(rep, "L003").evidence["spike_steps"] == [26]
+
+
+def test_l002_a_fall_of_exactly_five_percent_within_the_noise_says_so() -> None:
+    """First and last tenth exactly 20 and 19 (rel 1/20), a noisy middle: z well under 3."""
+    middle = 20 + np.random.default_rng(3).normal(0, 4, 32)
+    rep = analyse(log([20.0] * 4 + [float(v) for v in middle] + [19.0] * 4))
+    found = check(rep, "L002")
+    assert found.evidence["relative_decrease"] == 0.05 and abs(found.evidence["decrease_z"]) < 3
+    assert ", within the batch-to-batch noise (±" in found.message
+
+
+def test_run_labels_strip_log_suffixes_only(tmp_path: Path) -> None:
+    paths = [tmp_path / "a.ndjson", tmp_path / "b.json", tmp_path / "c.csv", tmp_path / "run.v2"]
+    assert run_labels(paths) == ["a", "b", "c", "run.v2"]
+    assert run_labels([Path("/")]) == ["/"]
