@@ -356,6 +356,10 @@ def main() -> None:
 
     quiet_libraries()
     base_dir = resolve_model_dir(args.base)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_abtest import cpu_model
+
+    print(f"CPU: {cpu_model()}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, base {args.base}, "
           f"{args.steps} timed steps (+{args.warmup} warm-up), batch 8, fp32 CPU")
     peak = matmul_peak()
