@@ -16,6 +16,7 @@ from ftdiag.errors import FtdiagError
 from ftdiag.export.modelfile import (
     MAX_TEMPLATE,
     Modelfile,
+    ModelfileCheck,
     check_modelfile,
     eos_text,
     parse_modelfile,
@@ -307,3 +308,79 @@ def test_x005_joins_several_problems_and_keeps_the_notes(case: Path) -> None:
     assert found.status == "warn" and found.message.count("; ") == 1
     assert found.message == "; ".join(found.evidence["problems"])
     assert len(found.evidence["notes"]) == 1
+
+
+# --- corners of the parser and the renderer ---
+
+def test_parse_keeps_the_path_and_reads_an_empty_quoted_value(tmp_path: Path) -> None:
+    mf = parse(tmp_path, 'FROM x\nSYSTEM ""\n')
+    assert (mf.path, mf.system) == (tmp_path / "Modelfile", "")
+
+
+def test_a_leading_blank_line_does_not_swallow_the_file(tmp_path: Path) -> None:
+    mf = parse(tmp_path, "\nFROM ./x\nSYSTEM s\n")
+    assert (mf.from_ref, mf.system) == ("./x", "s")
+
+
+def test_an_unknown_word_skips_its_line_only(tmp_path: Path) -> None:
+    mf = parse(tmp_path, 'frobnicate """\nFROM ./x\n')
+    assert mf.from_ref == "./x"
+
+
+def test_the_value_starts_after_the_first_occurrence_of_the_word(tmp_path: Path) -> None:
+    assert parse(tmp_path, "FROM x\nSYSTEM say SYSTEM\n").system == "say SYSTEM"
+
+
+def test_two_blocks_are_read_apart(tmp_path: Path) -> None:
+    mf = parse(tmp_path, 'FROM x\nTEMPLATE """t1"""\nSYSTEM """s1\ns2"""\n')
+    assert (mf.template, mf.system) == ("t1", "s1\ns2")
+
+
+@pytest.mark.parametrize(("template", "values", "out"), [
+    ("  {{ .A }}", {"A": "a"}, "  a"),  # nothing trimmed before the first action
+    ("{{ .A -}} \n x {{ .B }}", {"A": "a", "B": "b"}, "ax b"),
+    ("a\x0c{{- .B }}", {"B": "b"}, "a\x0cb"),  # Go trims space, tab, CR, LF only
+    ("{{ .B -}}\x0c c", {"B": "b"}, "b\x0c c"),
+    ("{{ .A -}} \x0c{{ .B }}", {"A": "a", "B": "b"}, "a\x0cb"),
+    ("{{.A  }} x", {"A": "a"}, "a x"),  # a space before }} is no trim marker
+    ("{{/* c */}}x{{ .A }}", {"A": "a"}, "xa"),
+    ("{{ if .A }}{{ if .B }}x{{ else }}y{{ end }}z{{ end }}w", {"A": "", "B": ""}, "w"),
+])
+def test_render_go_corners(template: str, values: dict[str, str], out: str) -> None:
+    assert render_go(template, values) == out
+
+
+def test_check_modelfile_records_what_the_modelfile_says(case: Path) -> None:
+    mf = case / "Modelfile"
+    mf.write_text(good())
+    check, _ = check_modelfile(mf, case / "merged", "merged", case / "adapter", case / "base")
+    assert check == ModelfileCheck(str(mf), "./merged", None, True, [EOS], EOS, "default")
+    mf.write_text("FROM ./merged\n")
+    check, _ = check_modelfile(mf, case / "merged", "merged", case / "adapter", case / "base")
+    assert (check.template, check.stops) == (False, [])
+
+
+def test_x005_tries_an_empty_system_too(case: Path) -> None:
+    template = "{{ .System }}" + PROBE_PROMPT.replace("Steel bottle", "{{ .Prompt }}")
+    text = good(template=template).replace(f'SYSTEM "{SYSTEM_PROMPT}"', 'SYSTEM "other"')
+    assert x005(case, text).status == "pass"
+
+
+def test_x005_renders_response_as_empty(case: Path) -> None:
+    template = TEMPLATE + "{{ .Response }}"
+    assert x005(case, good(template=template)).status == "pass"
+
+
+def test_x005_an_empty_template_renders_nothing(case: Path) -> None:
+    found = x005(case, good(template=""))
+    assert found.evidence["problems"] == [f"TEMPLATE renders '', the training prompt (default) "
+                                          f"is {PROBE_PROMPT!r}"]
+
+
+def test_x005_joins_its_notes(case: Path) -> None:
+    (case / "adapter" / "ftdiag_meta.json").write_text(json.dumps({"template": CHAT_TEMPLATE}))
+    (case / "adapter" / "tokenizer_config.json").unlink()
+    found = x005(case, good(template="anything"))
+    assert (found.status, found.message) == (
+        "info", "training used a chat template: TEMPLATE not compared; EOS text unknown (no "
+        "tokenizer_config.json beside adapter or base)")
