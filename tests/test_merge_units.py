@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ftdiag.errors import FtdiagError
-from ftdiag.export.merge import _check_out, precision_check, probe_prompts, verify
+from ftdiag.export.merge import _check_out, merge_adapter, precision_check, probe_prompts, verify
 from ftdiag.findings import Finding
 from ftdiag.prompts.template import CHAT_TEMPLATE
 
@@ -153,3 +153,32 @@ def test_b002_a_gap_that_keeps_every_top_token_has_no_divergent_position() -> No
     ref = [logits(0, 1)]
     found = verify(ref, [ref[0] + 1.0])
     assert found.status == "fail" and found.evidence["first_divergent_position"] is None
+
+
+def test_b002_offsets_add_up_over_every_earlier_prompt() -> None:
+    ref = [logits(0, 1), logits(2), logits(1, 1)]
+    merged = [logits(0, 1), logits(2), logits(1, 0)]  # 2 + 1 earlier positions, then index 1
+    assert verify(ref, merged).evidence["first_divergent_position"] == 4
+
+
+def test_merge_refuses_a_non_empty_out_by_default(tmp_path: Path) -> None:
+    folder(tmp_path / "out", "keep.txt", {})
+    with pytest.raises(FtdiagError, match="is not empty"):
+        merge_adapter(tmp_path / "adapter", str(tmp_path / "base"), tmp_path / "out")
+
+
+def test_merge_passes_both_revisions_to_the_preflight(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftdiag.adapters import preflight
+
+    seen: dict[str, object] = {}
+
+    def fake(adapter: object, base: object, **kw: object) -> None:
+        seen.update(kw)
+        raise FtdiagError("stop here")
+
+    monkeypatch.setattr(preflight, "preflight", fake)
+    with pytest.raises(FtdiagError, match="stop here"):
+        merge_adapter("org/adapter", "org/base", tmp_path / "out", revision="r1",
+                      adapter_revision="r2")
+    assert seen == {"revision": "r1", "adapter_revision": "r2"}
