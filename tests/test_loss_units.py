@@ -742,3 +742,24 @@ def test_run_labels_strip_log_suffixes_only(tmp_path: Path) -> None:
     paths = [tmp_path / "a.ndjson", tmp_path / "b.json", tmp_path / "c.csv", tmp_path / "run.v2"]
     assert run_labels(paths) == ["a", "b", "c", "run.v2"]
     assert run_labels([Path("/")]) == ["/"]
+
+
+def test_a_four_step_cosine_is_fitted_on_its_own_span() -> None:
+    lr = 0.5 * (1 + np.cos(np.pi * np.arange(4) / 3))  # 1, .75, .25, 0
+    assert guess_lr_schedule(np.arange(4), lr) == {"kind": "cosine", "peak": 1.0, "peak_step": 0,
+                                                   "final": pytest.approx(0.0),
+                                                   "warmup_steps": 0}
+
+
+def test_max_steps_below_the_last_logged_step_is_ignored() -> None:
+    t = np.arange(101)
+    lr = 2e-4 * 0.5 * (1 + np.cos(np.pi * t / 100))
+    assert guess_lr_schedule(t, lr, 60)["kind"] == "cosine"  # type: ignore[index]
+
+
+def test_l002_a_fall_three_to_four_noise_widths_out_is_clear() -> None:
+    y = 1.0 + np.abs(np.random.default_rng(1).normal(0, 0.3, 40))
+    y[20:] *= 0.8
+    rep = analyse(log([float(v) for v in y]))
+    assert 3 <= rep.details.decrease_z < 4
+    assert check(rep, "L002").status == "pass"
