@@ -46,10 +46,35 @@ def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def run_group(name: str, work: Path) -> dict[str, list[str]]:
-    """Mutate one group in a scratch copy; mutant names by status."""
+def _results(scratch: Path) -> dict[str, list[str]]:
+    """Mutant names by status, as `mutmut results` lists them in a scratch copy."""
+    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=scratch,
+                         capture_output=True, text=True, check=False).stdout
+    by: dict[str, list[str]] = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+): (\w[\w ]*)$", line)
+        if m:
+            by.setdefault(m.group(2), []).append(m.group(1))
+    return by
+
+
+def run_group(name: str, work: Path, survivors: bool = False) -> dict[str, list[str]]:
+    """Mutate one group in a scratch copy; mutant names by status.
+
+    survivors: keep the last run's scratch copy and re-test only its survivors against the
+    tests now in tests/ (minutes instead of a full run while adding tests).
+    """
     modules, tests = GROUPS[name]
     scratch = work / name
+    if survivors and (scratch / "mutants").is_dir():
+        for dst in (scratch / "tests", scratch / "mutants" / "tests"):
+            shutil.copytree(ROOT / "tests", dst, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "mutants"))
+        again = _results(scratch).get("survived", [])
+        if again:
+            subprocess.run([str(MUTMUT), "run", "--max-children", "1", *again], cwd=scratch,
+                           check=False)
+        return _print_survivors(scratch, _results(scratch))
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
     shutil.copytree(ROOT / "src", scratch / "src")
@@ -64,13 +89,10 @@ def run_group(name: str, work: Path) -> dict[str, list[str]]:
                'also_copy = ["examples"]\n')
     (scratch / "pyproject.toml").write_text(config, encoding="utf-8")
     subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=scratch, check=False)
-    out = subprocess.run([str(MUTMUT), "results", "--all", "true"], cwd=scratch,
-                         capture_output=True, text=True, check=False).stdout
-    by: dict[str, list[str]] = {}
-    for line in out.splitlines():
-        m = re.match(r"\s*(\S+): (\w[\w ]*)$", line)
-        if m:
-            by.setdefault(m.group(2), []).append(m.group(1))
+    return _print_survivors(scratch, _results(scratch))
+
+
+def _print_survivors(scratch: Path, by: dict[str, list[str]]) -> dict[str, list[str]]:
     for mutant in by.get("survived", []):  # `mutmut show NAME` in the scratch copy: its diff
         print(f"survived: {mutant}  (cd {scratch} && {MUTMUT} show {mutant})")
     return by
@@ -89,11 +111,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("groups", nargs="*", default=list(GROUPS), choices=[*GROUPS, []])
     parser.add_argument("--work", type=Path, default=Path("/tmp/ftdiag-mutate"))
+    parser.add_argument("--survivors", action="store_true",
+                        help="re-test only the last run's survivors against the current tests")
     args = parser.parse_args()
     total = {"killed": 0, "survived": 0, "no tests": 0}
     lines = []
     for name in args.groups:
-        by = run_group(name, args.work)
+        by = run_group(name, args.work, args.survivors)
         counts = {"killed": len(by.get("killed", [])) + len(by.get("timeout", [])),
                   "survived": len(by.get("survived", [])),
                   "no tests": len(by.get("no tests", []))}
@@ -108,7 +132,7 @@ def main() -> int:
         other = {k: len(v) for k, v in by.items()
                  if k not in ("killed", "timeout", "survived", "no tests")}
         lines.append(f"{name}: {counts['killed']} killed, {counts['survived']} survived, "
-                     f"{counts['no tests']} no tests {other or ''}; "
+                     f"{counts['no tests']} no tests{f' {other}' if other else ''}; "
                      f"score {score(*counts.values())}")
         print(lines[-1], flush=True)
     print("\n".join(lines))
