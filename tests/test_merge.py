@@ -100,3 +100,46 @@ def test_a_save_that_lost_the_update_is_b002_exit_1(tiny_llama: Path, trained_ad
     assert res.exit_code == 1, res.output
     b002 = next(c for c in json.loads(res.stdout)["checks"] if c["code"] == "B002")
     assert b002["status"] == "fail" and b002["evidence"]["max_abs_logit_diff"] > 1e-2
+
+
+def test_merge_keeps_the_training_record_the_adapters_tokenizer_and_its_quantized_base(
+        tiny_llama: Path, trained_adapter: Path, tmp_path: Path) -> None:
+    """The adapter folder carries ftdiag_meta.json, its own tokenizer (model_max_length 77) and
+    a recorded base named like a 4-bit one: each must reach the merged folder or R007."""
+    from _adapter_fixtures import copy_adapter, edit_config
+
+    adapter = edit_config(copy_adapter(trained_adapter, tmp_path / "adapter"),
+                          base_model_name_or_path="org/tiny-bnb-4bit")
+    meta = json.dumps({"template": DEFAULT_TEMPLATE}) + "\n"
+    (adapter / "ftdiag_meta.json").write_text(meta)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_llama / name).is_file():
+            (adapter / name).write_bytes((tiny_llama / name).read_bytes())
+    cfg = json.loads((adapter / "tokenizer_config.json").read_text())
+    (adapter / "tokenizer_config.json").write_text(json.dumps({**cfg, "model_max_length": 77}))
+    out = tmp_path / "merged"
+    report = merge_adapter(adapter, str(tiny_llama), out)
+    assert (out / "ftdiag_meta.json").read_text() == meta
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_max_length"] == 77
+    r007 = next(c for c in report.checks if c.code == "R007")
+    assert r007.evidence == {"quantization": "bitsandbytes",
+                             "trained_on": "base name 'org/tiny-bnb-4bit'", "dtype": "float32"}
+    written = {"adapter": str(adapter.resolve()), "base": str(tiny_llama), "dtype": "float32"}
+    assert (out / "ftdiag_merge.json").read_text() == json.dumps(written, indent=2) + "\n"
+
+
+def test_a_base_and_adapter_peft_cannot_load_is_one_user_error(
+        tiny_llama: Path, trained_adapter: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from peft import PeftModel
+
+    from ftdiag.errors import FtdiagError
+
+    def refuse(*args: object, **kw: object) -> None:
+        raise ValueError("no such module")
+
+    monkeypatch.setattr(PeftModel, "from_pretrained", refuse)
+    with pytest.raises(FtdiagError) as err:
+        merge_adapter(trained_adapter, str(tiny_llama), tmp_path / "m")
+    assert str(err.value) == "cannot load base + adapter for merging: no such module"
+    assert not (tmp_path / "m").exists()
