@@ -182,3 +182,13 @@ def test_merge_passes_both_revisions_to_the_preflight(tmp_path: Path,
         merge_adapter("org/adapter", "org/base", tmp_path / "out", revision="r1",
                       adapter_revision="r2")
     assert seen == {"revision": "r1", "adapter_revision": "r2"}
+
+
+def test_a_blocked_static_layer_skips_the_merge_and_says_why(tmp_path: Path) -> None:
+    """An adapter folder without weights is A001: nothing is loaded, merged or written."""
+    cfg = {"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj"]}
+    adapter_dir = folder(tmp_path / "adapter", "adapter_config.json", cfg)
+    report = merge_adapter(adapter_dir, str(base(tmp_path)), tmp_path / "out")
+    assert "A001" in report.codes() and report.verdict == "fail"
+    assert report.layers_skipped == {"R": "static layer failed", "G": "static layer failed"}
+    assert report.layers_run == ["S"] and not (tmp_path / "out").exists()
