@@ -299,3 +299,47 @@ def test_base_checks_fill_the_base_fit_and_run_every_check_in_order(tmp_path: Pa
     assert info.base == BaseFit(str(base), "llama", 2, 1, 100,
                                 ratio_skipped="base has no safetensors weights")
     assert found[1].message == "target_modules select 2 base modules; adapter holds 1"
+
+
+def test_a008_an_embedding_before_a_bad_module_does_not_end_the_check(tmp_path: Path) -> None:
+    emb = "model.embed_tokens"
+    shapes = {f"{emb}.lora_A.weight": (4, 7), f"{K}.lora_A.weight": (4, 15)}
+    (a008,) = _shapes(files(tmp_path, shapes), lora(emb, K), [emb, K], layout(tmp_path))
+    assert a008.evidence["count"] == 1
+
+
+def test_a008_the_rank_of_a_plain_linear_is_not_checked_against_r(tmp_path: Path) -> None:
+    shapes = {f"{Q}.lora_A.weight": (8, 16), f"{Q}.lora_B.weight": (16, 8)}  # r 8, config r 4
+    assert _shapes(files(tmp_path, shapes), lora(Q), [Q], layout(tmp_path))[0].status == "pass"
+
+
+def test_tokenizer_size_reads_ids_not_positions(tmp_path: Path) -> None:
+    write_tokenizer(tmp_path, {"a": 0, "b": 5}, None)
+    assert tokenizer_size(tmp_path) == 6
+    write_tokenizer(tmp_path, {}, [{"content": "x"}])  # an added token without id counts as 0
+    assert tokenizer_size(tmp_path) == 1
+    (tmp_path / "tokenizer.json").write_text(json.dumps({"added_tokens": [{"id": 3}]}))
+    assert tokenizer_size(tmp_path) == 4
+
+
+def test_a009_a_fitting_lora_embedding_a_is_fine(tmp_path: Path) -> None:
+    mods = {"model.embed_tokens": AdapterModule(
+        "model.embed_tokens", {"lora_embedding_A": "model.embed_tokens.lora_embedding_A"})}
+    found = _vocab(files(tmp_path, {"model.embed_tokens.lora_embedding_A": (4, 100)}), mods, [],
+                   layout(tmp_path))
+    assert found.status == "pass"
+
+
+def test_target_parameters_put_parameter_wrappers_on_the_base(tmp_path: Path) -> None:
+    """PEFT's target_parameters wraps a parameter: the base is built on meta to list them."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({**LLAMA, "architectures": ["LlamaForCausalLM"]}))
+    down = "model.layers.0.mlp.down_proj"
+    cfg = {"r": 4, "target_parameters": [f"{down}.weight"]}
+    shapes = {f"{down}.lora_A.weight": (4, 32), f"{down}.lora_B.weight": (16, 4)}
+    found = base_checks(files(tmp_path, shapes, cfg), lora(down), [], [], base,
+                        AdapterStats(str(tmp_path)), threshold=1e-4, most=0.5)
+    assert [(f.code, f.status) for f in found[:3]] == [("A006", "pass"), ("A007", "pass"),
+                                                       ("A008", "pass")]
+    assert found[1].message == "target_modules select 1 base modules; adapter holds 1"
