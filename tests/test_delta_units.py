@@ -9,11 +9,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ftdiag.export import delta
 from ftdiag.export.delta import (
     ModuleCheck,
     bf16_round,
     compare_module,
+    diff_products,
     merged_findings,
+    missing,
     precision_finding,
     sample_rows,
     totals,
@@ -214,3 +217,42 @@ def test_x003_skips_without_compared_elements() -> None:
     assert precision_finding([mc("a", "missing")]) == Finding(
         "X003", "skip", "skipped: no module compared")
     assert precision_finding([mc("a", "merged", lost_share=0.3)]).status == "skip"
+
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 → bfloat16 bit patterns (uint16), rounded to nearest even like a bf16 save."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def test_diff_products_of_two_bf16_tensors_equal_the_float_difference() -> None:
+    base, export = bf16_bits(W), bf16_bits(W + U)
+    widen = [(b.astype(np.uint32) << 16).view(np.float32) for b in (base, export)]
+    d = (widen[1] - widen[0]).astype(np.float64)
+    dd, bdt = diff_products(SavedWeight(base, "BF16"), SavedWeight(export, "BF16"), B, False)
+    assert dd == pytest.approx(float((d * d).sum()))
+    assert bdt == pytest.approx(d.T @ B)
+    dd_t, bdt_t = diff_products(SavedWeight(base.T.copy(), "BF16"),
+                                SavedWeight(export.T.copy(), "BF16"), B, True)
+    assert dd_t == pytest.approx(dd) and bdt_t == pytest.approx(d.T @ B)
+
+
+def test_a_bf16_export_of_w_plus_u_over_a_bf16_base_is_merged() -> None:
+    c = compare_module(update(), SavedWeight(bf16_bits(W), "BF16"),
+                       SavedWeight(bf16_bits(W + U), "BF16"))
+    assert c.verdict == "merged" and c.scale == pytest.approx(1.0, abs=0.01)
+
+
+def test_diff_products_walk_blocks_of_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks of one row each (BLOCK = 3 elements): the sums are the same as in one block."""
+    whole = diff_products(saved(W), saved(W + U), B, False)
+    monkeypatch.setattr(delta, "BLOCK", 3)
+    rows = diff_products(saved(W), saved(W + U), B, False)
+    bf16 = diff_products(SavedWeight(bf16_bits(W), "BF16"),
+                         SavedWeight(bf16_bits(W + U), "BF16"), B, False)
+    assert rows[0] == pytest.approx(whole[0]) and rows[1] == pytest.approx(whole[1])
+    assert bf16[0] == pytest.approx(whole[0], rel=0.05)
+
+
+def test_a_missing_module_names_where_it_is_missing() -> None:
+    assert missing("m", "export") == ModuleCheck("m", "missing", note="no weight in the export")
