@@ -61,8 +61,8 @@ def _results(scratch: Path) -> dict[str, list[str]]:
 def run_group(name: str, work: Path, survivors: bool = False) -> dict[str, list[str]]:
     """Mutate one group in a scratch copy; mutant names by status.
 
-    survivors: keep the last run's scratch copy and re-test only its survivors against the
-    tests now in tests/ (minutes instead of a full run while adding tests).
+    survivors: keep the last run's scratch copy and re-test only its survivors (and the mutants
+    no test reached) against the tests now in tests/ (minutes instead of a full run).
     """
     modules, tests = GROUPS[name]
     scratch = work / name
@@ -70,7 +70,8 @@ def run_group(name: str, work: Path, survivors: bool = False) -> dict[str, list[
         for dst in (scratch / "tests", scratch / "mutants" / "tests"):
             shutil.copytree(ROOT / "tests", dst, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__", "mutants"))
-        again = _results(scratch).get("survived", [])
+        last = _results(scratch)
+        again = last.get("survived", []) + last.get("no tests", [])
         if again:
             subprocess.run([str(MUTMUT), "run", "--max-children", "1", *again], cwd=scratch,
                            check=False)
