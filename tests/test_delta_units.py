@@ -256,3 +256,44 @@ def test_diff_products_walk_blocks_of_rows(monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_a_missing_module_names_where_it_is_missing() -> None:
     assert missing("m", "export") == ModuleCheck("m", "missing", note="no weight in the export")
+
+
+def tiny_update() -> LoraUpdate:
+    """An update far below half a bf16/f16 step of W (|U| ≤ 1e-7 against W ≈ 1–2)."""
+    return LoraUpdate("m", A, B, 1, 1e-8, 1e-8, False)
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16"])
+def test_an_export_that_is_exactly_the_cast_base_is_base_not_unresolved(dtype: str) -> None:
+    cast = bf16_round(W) if dtype == "BF16" else W.astype(np.float16).astype(np.float32)
+    assert compare_module(tiny_update(), saved(W), saved(cast, dtype)).verdict == "base"
+
+
+@pytest.mark.parametrize("row", [0, 3])
+def test_a_half_precision_export_one_step_off_the_cast_is_not_the_base(row: int) -> None:
+    cast = bf16_round(W)
+    cast[row, 1] = bf16_round(cast[row, 1:2] * 1.01)[0]  # one element a few bf16 steps away
+    assert compare_module(tiny_update(), saved(W), saved(cast, "BF16")).verdict != "base"
+
+
+def test_x001_names_three_modules_without_more() -> None:
+    x001 = codes(merged_findings([mc(f"m{i}", "base") for i in range(3)]))["X001"]
+    assert x001.message == "all 3 adapted modules hold the base weights (e.g. m0, m1, m2)"
+
+
+def test_x002_a_missing_module_alone_is_named() -> None:
+    x002 = codes(merged_findings([mc("a", "merged", scale=1.0), mc("gone", "missing")]))["X002"]
+    assert x002.message == "1 modules missing or of another shape (gone)"
+
+
+def test_x002_lists_fifty_base_like_and_missing_modules() -> None:
+    checks = ([mc("ok", "merged", scale=1.0)] + [mc(f"b{i}", "base") for i in range(51)]
+              + [mc(f"x{i}", "missing") for i in range(51)])
+    x002 = codes(merged_findings(checks))["X002"]
+    assert len(x002.evidence["base_like"]) == 50 and len(x002.evidence["missing"]) == 50
+
+
+def test_x003_a_module_that_lost_nothing_shows_zero() -> None:
+    checks = [mc("a", "merged", dtype="F32", elements=10, lost_share=0.0),
+              mc("b", "merged", dtype="F32", elements=10, lost_share=0.1)]
+    assert precision_finding(checks).evidence["per_module"] == {"b": 0.1, "a": 0.0}
