@@ -297,3 +297,68 @@ def test_x003_a_module_that_lost_nothing_shows_zero() -> None:
     checks = [mc("a", "merged", dtype="F32", elements=10, lost_share=0.0),
               mc("b", "merged", dtype="F32", elements=10, lost_share=0.1)]
     assert precision_finding(checks).evidence["per_module"] == {"b": 0.1, "a": 0.0}
+
+
+# --- the noise model: a stored step h per element gives noise² = Σ h²/3 ---
+
+X = np.array([3.0, -1.0, 0.0, 0.0], np.float32)  # orthogonal to B's column (1, 3, -1, 2)
+Y = np.ones(3, np.float32)
+
+
+def extra(norm2: float) -> np.ndarray:
+    """A weight change orthogonal to U (⟨E, U⟩ = 0) with ‖E‖² = norm2 (‖x‖² 10, ‖y‖² 3)."""
+    return (np.sqrt(norm2 / 30) * np.outer(X, Y)).astype(np.float32)
+
+
+def stepped(x: np.ndarray, h: float) -> SavedWeight:
+    """A quantized-like export whose every element has half-step h (noise² = 12·h²/3)."""
+    return SavedWeight(np.ascontiguousarray(x, np.float32), "Q8_0",
+                       np.full(x.shape, h, np.float32))
+
+
+UU = 0.25 * 15 * 14  # ‖U‖² = (1/2)² ‖b‖² ‖a‖²
+
+
+def test_an_extra_change_orthogonal_to_u_is_wrong_though_the_scale_is_one() -> None:
+    c = compare_module(update(), saved(W), saved(W + U + extra(0.3)))
+    assert c.verdict == "wrong" and c.scale == pytest.approx(1.0, abs=1e-5)
+    assert c.rel_err == pytest.approx((0.3 / UU) ** 0.5, rel=1e-3)
+    assert c.cosine == pytest.approx((UU / (UU + 0.3)) ** 0.5, rel=1e-4)
+    assert c.scale_se == pytest.approx((0.3 / 12 / UU) ** 0.5, rel=1e-3)
+
+
+def test_the_tolerance_is_four_standard_errors_of_the_rounding_noise() -> None:
+    """h = 0.5: noise² 1, s.e. √(1/12/52.5) = 0.0398, tolerance 0.159: 1.1 is merged, 1.18 not."""
+    assert compare_module(update(), saved(W), stepped(W + 1.1 * U, 0.5)).verdict == "merged"
+    off = compare_module(update(), saved(W), stepped(W + 1.18 * U, 0.5))
+    assert off.verdict == "wrong" and off.scale_se == pytest.approx((1 / 12 / UU) ** 0.5, rel=1e-3)
+
+
+def test_a_tolerance_of_half_or_more_is_unresolved() -> None:
+    """h = 3: noise² 36, tolerance 4·√(36/630) = 0.96."""
+    assert compare_module(update(), saved(W), stepped(W + U, 3.0)).verdict == "unresolved"
+
+
+def test_within_the_noise_the_base_is_told_from_the_merge_by_the_scale() -> None:
+    """h = 1.5: noise² 9, tolerance 0.478; ‖U‖² 52.5 and ‖E‖² 4 are both under 9·noise²."""
+    assert compare_module(update(), saved(W), stepped(W + U, 1.5)).verdict == "merged"
+    assert compare_module(update(), saved(W), stepped(W + extra(4), 1.5)).verdict == "base"
+    assert compare_module(update(), saved(W), stepped(W + U + extra(4), 1.5)).verdict == "merged"
+
+
+def test_a_residual_just_over_nine_noise_squared_is_wrong() -> None:
+    """h = 0.5: noise² 1; a residual of 9.5 is over 9 (tolerance 4·√(9.5/630) = 0.49)."""
+    assert compare_module(update(), saved(W), stepped(W + extra(9.5), 0.5)).verdict == "wrong"
+    assert compare_module(update(), saved(W), stepped(W + U + extra(9.5), 0.5)).verdict == \
+        "wrong"
+
+
+def test_the_noise_of_sampled_rows_is_scaled_to_every_row() -> None:
+    """300 rows, 256 sampled: noise² = 256·3·h²/3 · 300/256 = 75 for h = 0.5."""
+    w = np.tile(W, (75, 1)).astype(np.float32)
+    b = np.tile(B, (75, 1)).astype(np.float32)
+    u = (0.5 * b @ A).astype(np.float32)
+    uu = 0.25 * float((b * b).sum()) * 14
+    c = compare_module(update(b=b), saved(w), stepped(w + 1.1 * u, 0.5))
+    assert c.scale_se == pytest.approx((75 / 900 / uu) ** 0.5, rel=1e-3)
+    assert c.lost_share == 0.0 and c.verdict == "wrong"
