@@ -300,3 +300,46 @@ def test_a_file_without_alpha_reports_scale_one_against_the_adapters() -> None:
     assert x004.message == ("no adapter.lora.alpha (llama.cpp then scales by 1); "
                             "adapter.lora.alpha absent gives alpha/r 1 in 1 modules, the adapter "
                             "scales by 2")
+
+
+def test_name_map_without_layer_numbers_or_a_layer_count() -> None:
+    assert name_map("llama", ["model.embed_tokens"], {}) == {
+        "model.embed_tokens": "token_embd.weight"}
+
+
+def test_a_file_that_is_not_an_adapter_counts_no_pairs() -> None:
+    check, _ = check_gguf_lora(Path("m.gguf"), reader(kind="model"), adapter(Q), None)
+    assert (check.pairs, check.expected_pairs) == (0, 1)
+
+
+def test_a_file_without_architecture_names_none_and_maps_nothing() -> None:
+    r = reader()
+    del r.fields["general.architecture"]
+    check, (x004,) = check_gguf_lora(Path("l.gguf"), r, adapter(Q), None)
+    assert check.architecture == "" and check.missing == [Q]
+    assert x004.message.startswith("1 modules without lora_a/lora_b")
+
+
+@pytest.mark.parametrize("fault", [{"rank_mismatch": ["m: r 4 vs 8"]},
+                                   {"extra": ["blk.9.attn_q.weight"]},
+                                   {"value_mismatch": ["m: shapes (1, 2)/(3, 4)"]}])
+def test_any_other_fault_with_a_scale_mismatch_says_convert_again(
+        fault: dict[str, list[str]]) -> None:
+    c = blank(scale_mismatch=["a: 2 vs 1"], scales=[(4, 1.0)], **fault)
+    assert _hint(c) == CONVERT
+
+
+def test_an_alpha_that_is_not_whole_is_written_as_is() -> None:
+    c = blank(scale_mismatch=["a: 2 vs 0.625"], scales=[(4, 0.625)])
+    assert _hint(c).startswith("llama.cpp scales by adapter.lora.alpha / r: write alpha 2.5 "
+                               "(gguf-set-metadata lora.gguf adapter.lora.alpha 2.5), or serve "
+                               "it as llama-server --lora-scaled lora.gguf 0.3125;")
+
+
+def test_alphas_equal_to_six_digits_are_one_alpha() -> None:
+    """r 4 at 1.0 needs α 4; r 3 at 4.0000004/3 needs α 4.0000004: the same to 6 digits."""
+    c = blank(scale_mismatch=["a: 2 vs 1", "b: 2.66667 vs 1.33333"],
+              scales=[(4, 1.0), (3, 4.0000004 / 3)])
+    assert _hint(c).startswith("llama.cpp scales by adapter.lora.alpha / r: write alpha 4 "
+                               "(gguf-set-metadata lora.gguf adapter.lora.alpha 4), or serve it "
+                               "as llama-server --lora-scaled lora.gguf 0.5;")
