@@ -19,6 +19,7 @@ from safetensors.numpy import save_file
 from ftdiag.errors import FtdiagError
 from ftdiag.export import weights
 from ftdiag.export.weights import (
+    GgufModel,
     SafetensorsFolder,
     SavedWeight,
     _finite_number,
@@ -328,3 +329,47 @@ def test_a_sharded_folder_reads_each_module_from_its_shard(tmp_path: Path) -> No
         folder.read("gone")
     assert err.value.message == (f"{tmp_path / 's1.safetensors'} lacks gone.weight listed in its "
                                  "index (incomplete export?)")
+
+
+# --- a merged GGUF model, packed here ---
+
+def model_gguf(tmp_path: Path, arch: str = "llama", blocks: int = 1, rows: int = 8) -> Path:
+    """One q_proj weight of `rows` × 3 F32 values (0, 1, 2, ...) and 2 attention heads."""
+    kvs = [kv("general.architecture", STRING, s(arch)),
+           kv(f"{arch}.attention.head_count", U32, struct.pack("<I", 2)),
+           kv(f"{arch}.block_count", U32, struct.pack("<I", blocks))]
+    data = np.arange(rows * 3, dtype=np.float32).tobytes()
+    path = tmp_path / "model.gguf"
+    path.write_bytes(gguf(kvs, [tensor("blk.0.attn_q.weight", [3, rows])], data))
+    return path
+
+
+def test_a_gguf_model_gives_q_rows_back_in_hugging_face_order(tmp_path: Path) -> None:
+    path = model_gguf(tmp_path)
+    model = GgufModel(path, open_gguf(path))
+    w = model.read("model.layers.0.self_attn.q_proj")
+    assert w is not None and w.dtype == "F32" and w.half_step is None
+    rows = np.arange(24, dtype=np.float32).reshape(8, 3)
+    assert w.values.tolist() == rows[[0, 2, 1, 3, 4, 6, 5, 7]].tolist()  # un-permuted, 2 heads
+    assert model.read("model.layers.0.self_attn.v_proj") is None
+    assert model.gguf_name("model.layers.0.mlp.up_proj") == "blk.0.ffn_up.weight"
+
+
+def test_a_gguf_q_weight_that_does_not_split_into_head_pairs(tmp_path: Path) -> None:
+    path = model_gguf(tmp_path, rows=6)
+    with pytest.raises(FtdiagError) as err:
+        GgufModel(path, open_gguf(path)).read("model.layers.0.self_attn.q_proj")
+    assert err.value.message == (f"{path}: blk.0.attn_q.weight has 6 rows, not pairs for each of "
+                                 "its 2 attention heads (corrupt metadata?)")
+
+
+def test_a_gguf_model_of_an_unknown_architecture_or_too_many_layers(tmp_path: Path) -> None:
+    path = model_gguf(tmp_path, arch="nosuch")
+    with pytest.raises(FtdiagError) as err:
+        GgufModel(path, open_gguf(path))
+    assert err.value.message == f"{path}: unknown GGUF architecture 'nosuch'"
+    path = model_gguf(tmp_path, blocks=1025)
+    with pytest.raises(FtdiagError) as err:
+        GgufModel(path, open_gguf(path))
+    assert err.value.message == (f"{path}: llama.block_count is 1025, more layers than ftdiag "
+                                 "maps (up to 1024)")
