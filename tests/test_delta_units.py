@@ -362,3 +362,9 @@ def test_the_noise_of_sampled_rows_is_scaled_to_every_row() -> None:
     c = compare_module(update(b=b), saved(w), stepped(w + 1.1 * u, 0.5))
     assert c.scale_se == pytest.approx((75 / 900 / uu) ** 0.5, rel=1e-3)
     assert c.lost_share == 0.0 and c.verdict == "wrong"
+
+
+def test_x003_names_the_module_that_lost_most_even_next_to_one_that_lost_nothing() -> None:
+    checks = [mc("a", "merged", dtype="BF16", elements=10, lost_share=0.0),
+              mc("b", "merged", dtype="BF16", elements=90, lost_share=0.9)]
+    assert precision_finding(checks).message.endswith("(worst: b 90.0%)")
