@@ -8,6 +8,7 @@ known norm (a [[3, 4]] row has norm 5). Each expectation is read off the case, n
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,10 @@ def lora(*names: str) -> dict[str, AdapterModule]:
             for n in names}
 
 
-def files(tmp_path: Path, shapes: dict[str, tuple[int, ...]],
-          config: dict[str, object] | None = None) -> AdapterFiles:
-    return AdapterFiles(tmp_path, config if config is not None else {"r": 4}, None, shapes)
+def files(tmp_path: Path, shapes: Mapping[str, tuple[int, ...]],
+          config: Mapping[str, object] | None = None) -> AdapterFiles:
+    return AdapterFiles(tmp_path, dict(config) if config is not None else {"r": 4}, None,
+                        dict(shapes))
 
 
 def stat(module: str, delta: float, *, b_zero: bool = False, finite: bool = True) -> LayerStat:
@@ -128,7 +130,8 @@ def test_a008_passes_on_fitting_shapes_and_ignores_embeddings(tmp_path: Path) ->
 ])
 def test_a008_fails_on_either_side_of_the_pair(tmp_path: Path, a: tuple[int, ...] | None,
                                                b: tuple[int, ...] | None, shown: str) -> None:
-    shapes = {f"{Q}.lora_A.weight": (4, 16), f"{Q}.lora_B.weight": (16, 4)}
+    shapes: dict[str, tuple[int, ...]] = {f"{Q}.lora_A.weight": (4, 16),
+                                          f"{Q}.lora_B.weight": (16, 4)}
     shapes |= {k: v for k, v in ((f"{K}.lora_A.weight", a), (f"{K}.lora_B.weight", b)) if v}
     found = _shapes(files(tmp_path, shapes), lora(Q, K), [Q, K], layout(tmp_path))
     bad = f"{K}: {shown} vs base out=8 in=16"
@@ -168,7 +171,8 @@ def test_a008_expert_rank_is_not_checked_without_an_integer_r(tmp_path: Path) ->
 
 # --- A009 ---
 
-def write_tokenizer(folder: Path, vocab: object, added: list[dict[str, int]] | None) -> None:
+def write_tokenizer(folder: Path, vocab: object,
+                    added: list[dict[str, object]] | None) -> None:
     (folder / "tokenizer.json").write_text(json.dumps({"model": {"vocab": vocab},
                                                        "added_tokens": added}))
 

@@ -233,9 +233,10 @@ class Lora(nn.Module):
 
     def __init__(self, b: float) -> None:
         super().__init__()
-        self.x = nn.ModuleDict({"lora_B": nn.ModuleDict({"default": nn.Linear(1, 1, bias=False)})})
+        linear = nn.Linear(1, 1, bias=False)
+        self.x = nn.ModuleDict({"lora_B": nn.ModuleDict({"default": linear})})
         with torch.no_grad():
-            self.x["lora_B"]["default"].weight.fill_(b)
+            linear.weight.fill_(b)
 
 
 def test_r001_without_layers_names_the_class() -> None:

@@ -175,6 +175,7 @@ def test_e003_passes_pinned_for_one_model_a_listed_name_and_no_listing() -> None
     listed = name_check(served("tuned", ["x"]), ["tuned"], VLLM_FACTS)
     assert listed == Finding("E003", "pass", "'tuned' listed by /v1/models", "",
                              {"model": "tuned", "listed": ["tuned"]})
+    none: list[str] | None
     for none in (None, []):
         assert name_check(served("tuned", ["x"]), none, VLLM_FACTS).message \
             == "'tuned' answers (the server lists no models)"
