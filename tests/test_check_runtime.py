@@ -213,3 +213,16 @@ def test_merged_adapter_skips_the_probe_and_says_merged(pair: tuple[Path, Path])
     assert r005.status == "skip" and "merged" in r005.message
     merged = next(ln for ln in report.details.runtime.status if ln.name == "merged")
     assert merged.value is True and report.codes() == set()
+
+
+def test_audit_model_uses_the_probes_and_tolerance_given(tiny_llama: Path,
+                                                         trained_adapter: Path) -> None:
+    """One probe and a tolerance no logit moves: R005 fails on exactly that probe, and R004
+    probes the base arm under the active adapter's name ('default')."""
+    model, _, tok = loaded(tiny_llama, trained_adapter)
+    report = audit_model(model, tokenizer=tok, probes=["Title: Mug"], logit_tol=1e9)
+    r005 = next(c for c in report.checks if c.code == "R005")
+    assert r005.status == "fail" and r005.message.endswith(" (tolerance 1e+09)")
+    assert report.details.runtime.probe["prompts"] == 1
+    r004 = next(c for c in report.checks if c.code == "R004")
+    assert r004.status == "pass" and r004.evidence["path"] == "disable_adapter()"
