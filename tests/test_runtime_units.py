@@ -283,3 +283,12 @@ def test_status_lines_without_peft_or_a_match() -> None:
     assert _status_lines(model, {"merged_adapters": ["a"]}, [], None)[:5:4] == [
         StatusLine("adapter loaded from path", False, "no adapter_dir given"),
         StatusLine("merged", True, "['a']", ok=True)]
+
+
+def test_r008_a_generation_config_without_the_fields_is_read_with_defaults() -> None:
+    bare = SimpleNamespace(generation_config=SimpleNamespace())
+    assert _sampling(bare, None, None).status == "pass"  # no do_sample: greedy
+    only = SimpleNamespace(generation_config=SimpleNamespace(do_sample=True))
+    assert _sampling(only, None, None) == Finding(
+        "R008", "warn", "generation_config.do_sample=True (temperature=None, top_p=None)",
+        "pass do_sample=False for A/B comparisons", {"temperature": None})
