@@ -373,3 +373,61 @@ def test_a_gguf_model_of_an_unknown_architecture_or_too_many_layers(tmp_path: Pa
         GgufModel(path, open_gguf(path))
     assert err.value.message == (f"{path}: llama.block_count is 1025, more layers than ftdiag "
                                  "maps (up to 1024)")
+
+
+def test_the_item_count_includes_keys_and_every_array_element(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One key (1) holding an array (1) of three strings (3): exactly 5 metadata values."""
+    monkeypatch.setattr(weights, "MAX_GGUF_ITEMS", 5)
+    strings = kv("k", ARRAY, struct.pack("<IQ", STRING, 3) + s("a") + s("b") + s("c"))
+    path = tmp_path / "ok.gguf"
+    path.write_bytes(gguf([strings], []))
+    open_gguf(path)
+
+
+def test_long_names_and_values_are_cut_in_messages(tmp_path: Path) -> None:
+    name = "t" * 120
+    assert damaged(tmp_path, gguf([], [tensor(name, [4], qtype=99)])) == \
+        f"tensor {name[:100].encode()!r} has unknown type 99"
+    assert damaged(tmp_path, gguf([], [tensor(name, [4])], b"")).startswith(
+        f"tensor {name[:100].encode()!r} (F32 [4]) runs past")
+    lora = "l" * 110 + ".lora_b"
+    assert damaged(tmp_path, gguf([], [tensor(lora, [4], qtype=I8)], b"\0" * 4)).startswith(
+        f"LoRA tensor {lora[:100].encode()!r} is I8")
+    path = tmp_path / "v.gguf"
+    path.write_bytes(gguf([kv("adapter.lora.alpha", STRING, s("x" * 80))], []))
+    with pytest.raises(FtdiagError) as err:
+        gguf_fields(open_gguf(path))
+    assert err.value.message == f"GGUF field adapter.lora.alpha is {'x' * 60!r}, not a number"
+
+
+def test_a_walker_error_has_no_hint(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(b"GGML" + b"\0" * 40)
+    with pytest.raises(FtdiagError) as err:
+        open_gguf(tmp_path / "m.gguf")
+    assert err.value.hint == ""
+
+
+def test_granite_q_rows_are_unpermuted_too(tmp_path: Path) -> None:
+    path = model_gguf(tmp_path, arch="granite")
+    w = GgufModel(path, open_gguf(path)).read("model.layers.0.self_attn.q_proj")
+    assert w is not None and w.values[:, 0].tolist() == [0, 6, 3, 9, 12, 18, 15, 21]
+
+
+def test_one_head_is_unpermuted_as_one_head(tmp_path: Path) -> None:
+    kvs = [kv("general.architecture", STRING, s("llama")),
+           kv("llama.attention.head_count", U32, struct.pack("<I", 1)),
+           kv("llama.block_count", U32, struct.pack("<I", 1))]
+    path = tmp_path / "one.gguf"
+    path.write_bytes(gguf(kvs, [tensor("blk.0.attn_q.weight", [1, 4])],
+                          np.arange(4, dtype=np.float32).tobytes()))
+    w = GgufModel(path, open_gguf(path)).read("model.layers.0.self_attn.q_proj")
+    assert w is not None and w.values[:, 0].tolist() == [0, 2, 1, 3]  # rows 0 1 | 2 3 interleaved
+
+
+def test_quant_half_step_is_per_block() -> None:
+    values = np.concatenate([np.linspace(0, 255, 32), np.full(32, 100.0)]).astype(np.float32)
+    half = quant_half_step(values, "Q8_0")
+    assert half is not None and half[32:].tolist() == [0.0] * 32
+    unknown = quant_half_step(values, "NEW_Q")  # taken as 4 bits in blocks of 32
+    assert unknown is not None and unknown[32:].tolist() == [0.0] * 32
