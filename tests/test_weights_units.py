@@ -431,3 +431,47 @@ def test_quant_half_step_is_per_block() -> None:
     assert half is not None and half[32:].tolist() == [0.0] * 32
     unknown = quant_half_step(values, "NEW_Q")  # taken as 4 bits in blocks of 32
     assert unknown is not None and unknown[32:].tolist() == [0.0] * 32
+
+
+def bare_model(tmp_path: Path, keys: dict[str, int], weight: str = "blk.0.attn_q.weight",
+               arch: str | None = "llama") -> Path:
+    """A q (or k) weight of 8 × 1 values 0..7 with only the metadata keys given."""
+    kvs = [kv("general.architecture", STRING, s(arch))] if arch else []
+    kvs += [kv(f"llama.{k}", U32, struct.pack("<I", v)) for k, v in keys.items()]
+    path = tmp_path / "bare.gguf"
+    path.write_bytes(gguf(kvs, [tensor(weight, [1, 8])], np.arange(8, dtype=np.float32).tobytes()))
+    return path
+
+
+def read_rows(path: Path, module: str) -> list[float] | None:
+    w = GgufModel(path, open_gguf(path)).read(module)
+    return None if w is None else w.values[:, 0].tolist()
+
+
+Q_PROJ, K_PROJ = "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj"
+
+
+def test_without_head_count_q_rows_are_read_as_stored(tmp_path: Path) -> None:
+    assert read_rows(bare_model(tmp_path, {"block_count": 1}), Q_PROJ) == list(range(8))
+
+
+def test_without_head_count_kv_k_rows_use_the_head_count(tmp_path: Path) -> None:
+    path = bare_model(tmp_path, {"block_count": 1, "attention.head_count": 2},
+                      weight="blk.0.attn_k.weight")
+    assert read_rows(path, K_PROJ) == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_without_block_count_no_layer_is_mapped(tmp_path: Path) -> None:
+    assert read_rows(bare_model(tmp_path, {"attention.head_count": 2}), Q_PROJ) is None
+
+
+def test_1024_blocks_are_mapped(tmp_path: Path) -> None:
+    path = bare_model(tmp_path, {"block_count": 1024, "attention.head_count": 2})
+    assert read_rows(path, Q_PROJ) == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+def test_a_gguf_model_without_architecture(tmp_path: Path) -> None:
+    path = bare_model(tmp_path, {}, arch=None)
+    with pytest.raises(FtdiagError) as err:
+        GgufModel(path, open_gguf(path))
+    assert err.value.message == f"{path}: unknown GGUF architecture ''"
