@@ -29,7 +29,7 @@ demo-fast: $(STAMP)
 	$(BIN)/ftdiag demo --fast
 
 test: $(STAMP) llama-cpp test-lowest
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
