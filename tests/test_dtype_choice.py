@@ -69,3 +69,11 @@ def test_both_arms_run_in_the_dtype_auto_chose(tiny_llama: Path, trained_adapter
     import torch
 
     assert seen == {"base": torch.bfloat16, "adapter": torch.bfloat16}
+
+
+def test_doctor_refuses_an_unknown_dtype_before_reading_the_run(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["doctor", str(tmp_path), "--dtype", "int8"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[0] == \
+        "error: unknown --dtype 'int8' (one of auto, fp32, bf16, fp16)"
+    assert "Traceback" not in result.output and "L001" not in result.output

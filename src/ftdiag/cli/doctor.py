@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
 
         if report is not None and report.suffix.lower() not in (".html", ".htm", ".md"):
             raise FtdiagError(f"--report must end in .html or .md, got {report.name}")
+        from ftdiag.model.dtype import check_choice
+
+        check_choice(dtype)
         if runtime is not None:
             from ftdiag.adapters.target import parse_runtime
 

@@ -71,14 +71,19 @@ def probe_matmul() -> dict[str, float]:
         torch.set_num_threads(threads)
 
 
+def check_choice(requested: str) -> None:
+    """An unknown --dtype is one line and exit 2, before anything runs."""
+    if requested not in CHOICES:
+        raise FtdiagError(f"unknown --dtype {requested!r}", hint=f"one of {', '.join(CHOICES)}")
+
+
 def choose_dtype(requested: str = "auto", device: str = "cpu", probe: Probe | None = None,
                  max_ratio: float = BF16_MAX_RATIO) -> DtypeChoice:
     """The dtype for `requested` ('auto' or a name in CHOICES) on `device`, with the reason.
 
     max_ratio: on CPU, auto takes bf16 when its matmul needs at most this share of fp32's time.
     """
-    if requested not in CHOICES:
-        raise FtdiagError(f"unknown --dtype {requested!r}", hint=f"one of {', '.join(CHOICES)}")
+    check_choice(requested)
     if requested != "auto":
         return DtypeChoice(NAMES[requested], f"asked for (--dtype {requested})")
     if device.startswith("cuda"):  # the loader's own CUDA rule: bf16 where supported, else fp16
