@@ -343,3 +343,52 @@ def test_alphas_equal_to_six_digits_are_one_alpha() -> None:
     assert _hint(c).startswith("llama.cpp scales by adapter.lora.alpha / r: write alpha 4 "
                                "(gguf-set-metadata lora.gguf adapter.lora.alpha 4), or serve it "
                                "as llama-server --lora-scaled lora.gguf 0.5;")
+
+
+# --- exact bounds and message parts the mutation run left ---
+
+def test_alpha_over_r_exactly_a_thousandth_off_still_matches() -> None:
+    """r 4, scaling 1000: alpha 4004 or 3996 gives 1001 or 999, off by exactly 1e-3 × 1000."""
+    c = blank()
+    for alpha in (4004.0, 3996.0):
+        compare_pair(upd(scaling=1000.0), {"a": A, "b": B}, alpha, None, c)
+    compare_pair(upd(scaling=1000.0), {"a": A, "b": B}, 4004.5, None, c)
+    assert c.scale_mismatch == ["m: 1001.12 vs 1000"]
+
+
+def test_a_small_scaling_is_compared_relatively() -> None:
+    """Scaling 0.1 against alpha/r 0.1005: half a thousandth absolute, but 0.5 % relative."""
+    c = blank()
+    compare_pair(upd(scaling=0.1), {"a": A, "b": B}, 0.402, None, c)
+    assert c.scale_mismatch == ["m: 0.1005 vs 0.1"]
+
+
+def test_values_exactly_two_percent_off_pass() -> None:
+    """A 51 where the adapter has 50: a relative error of exactly 1/50."""
+    a, b = np.array([[50.0]], np.float32), np.array([[1.0]], np.float32)
+    one = LoraUpdate("m", a, b, 1, 1.0, 1.0, False)
+    c = blank()
+    compare_pair(one, {"a": a + 1, "b": b}, 1.0, None, c)
+    compare_pair(one, {"a": a + 1.01, "b": b}, 1.0, None, c)
+    assert c.value_mismatch == ["m: rel. error A 0.020, B 0.000"] and c.scale_mismatch == []
+
+
+@pytest.mark.parametrize("fault", ["missing", "extra"])
+def test_missing_or_extra_pairs_alone_give_the_tensor_counts(fault: str) -> None:
+    label = {"missing": "modules without lora_a/lora_b", "extra": "pairs the adapter does not have"}
+    c = blank(**{fault: ["x"]})
+    assert _finding(c).message == f"1 {label[fault]} (e.g. x); 4 tensors, the adapter has 4"
+
+
+def test_x004_evidence_lists_fifty_of_each_kind() -> None:
+    kinds = ("missing", "extra", "rank_mismatch", "scale_mismatch", "value_mismatch")
+    c = blank(**{k: [f"m{i}: 2 vs 1" for i in range(60)] for k in kinds})
+    evidence = _finding(c).evidence
+    assert {k: len(evidence[k]) for k in kinds} == dict.fromkeys(kinds, 50)
+
+
+def test_the_wrong_alpha_over_r_is_read_after_the_module_name() -> None:
+    """A module name holding a space (torch allows it) does not shift the numbers quoted."""
+    c = blank(scale_mismatch=["model.my block.q_proj: 2 vs 1"], scales=[(4, 1.0)])
+    assert _finding(c).message == ("adapter.lora.alpha 8 gives alpha/r 2 in 1 modules, the "
+                                   "adapter scales by 1")

@@ -475,3 +475,224 @@ def test_a_gguf_model_without_architecture(tmp_path: Path) -> None:
     with pytest.raises(FtdiagError) as err:
         GgufModel(path, open_gguf(path))
     assert err.value.message == f"{path}: unknown GGUF architecture ''"
+
+
+# --- what the mutation run left: exact bounds, signed fields, stored dtypes ---
+
+def test_an_update_of_exactly_half_a_step_survives_the_rounding() -> None:
+    """Lost means strictly below h: an update of h itself (or of h's exponent) is kept."""
+    given = SavedWeight(np.zeros((1, 2), np.float32), "Q8_0", np.full((1, 2), 0.5, np.float32))
+    assert given.lost_and_noise(np.array([[0.5, -0.5]], np.float32))[0] == 0
+    f16 = SavedWeight(np.ones((1, 3), np.float32), "F16")  # h = 2^-11
+    assert f16.lost_and_noise(np.array([[2.0**-11, 1.5 * 2.0**-11, 2.0**-12]], np.float32))[0] == 1
+
+
+def test_on_zero_weights_f16_loses_what_is_below_half_its_subnormal_spacing() -> None:
+    """F16's smallest subnormal is 2^-24: an update below 2^-25 added to 0 rounds back to 0."""
+    w = SavedWeight(np.zeros((1, 2), np.float32), "F16")
+    lost, noise = w.lost_and_noise(np.array([[2.0**-26, 2.0**-25]], np.float32))
+    assert (lost, noise) == (1, 2 * 2.0**-50 / 3)
+
+
+def test_on_zero_weights_f32_loses_only_subnormal_updates() -> None:
+    """F32 and BF16 half-steps are floored at the smallest normal, 2^-126."""
+    for dtype in ("F32", "BF16"):
+        w = SavedWeight(np.zeros((1, 3), np.float32), dtype)
+        update = np.array([[2.0**-127, 2.0**-126, 2.0**-26]], np.float32)
+        assert w.lost_and_noise(update)[0] == 1, dtype
+
+
+def test_a_dtype_without_mantissa_bits_is_taken_as_f32() -> None:
+    """An integer export (I8, widened to float32 on read) gets F32's half ULP: 2^-24 at 1.0."""
+    w = SavedWeight(np.ones((1, 3), np.float32), "I8")
+    lost, noise = w.lost_and_noise(np.array([[2.0**-25, 2.0**-24, 1.0]], np.float32))
+    assert (lost, noise) == (1, 3 * 2.0**-48 / 3)
+
+
+def test_weight_key_drops_only_the_first_component() -> None:
+    keys = {"layers.0.q.weight": 1, "q.weight": 2}
+    assert weight_key("model.layers.0.q", keys) == "layers.0.q.weight"
+    assert weight_key("model.layers.0.k", {"k.weight": 1}) is None
+
+
+def safetensors_raw(name: str, dtype: str, shape: list[int], data: bytes) -> bytes:
+    """A one-tensor safetensors file packed by hand (numpy has no bfloat16 to save)."""
+    header = json.dumps({name: {"dtype": dtype, "shape": shape,
+                                "data_offsets": [0, len(data)]}}).encode()
+    return struct.pack("<Q", len(header)) + header + data
+
+
+def test_float_tensors_are_kept_as_stored_and_mapped_read_only(tmp_path: Path) -> None:
+    """F16 and BF16 stay half precision (rows are widened when asked for), and the export is
+    opened read-only: never widened whole, never opened for writing."""
+    (tmp_path / "model.safetensors").write_bytes(
+        safetensors_raw("model.h.weight", "F16", [1, 2], np.ones(2, np.float16).tobytes()))
+    folder = SafetensorsFolder(tmp_path)
+    assert folder.path == tmp_path
+    h = folder.read("model.h")
+    assert h is not None and h.raw.dtype == np.float16 and not h.raw.flags.writeable
+    assert h.values.dtype == np.float32 and h.values.tolist() == [[1.0, 1.0]]
+    # F16 half ULP of 1.0 is 2^-11, from the exponent bits of the widened rows
+    assert h.lost_and_noise(np.array([[2.0**-12, 2.0**-11]], np.float32))[0] == 1
+
+    (tmp_path / "model.safetensors").write_bytes(
+        safetensors_raw("b.weight", "BF16", [1, 2], np.array([0x3F80, 0x4000], "<u2").tobytes()))
+    b = SafetensorsFolder(tmp_path).read("model.b")
+    assert b is not None and b.raw.dtype == np.uint16 and not b.raw.flags.writeable
+    assert (b.dtype, b.values.tolist()) == ("BF16", [[1.0, 2.0]])
+    part = b.sample(np.array([0]))
+    assert part.dtype == "BF16"  # BF16's half ULP: 2^-8 at 1.0, 2^-7 at 2.0 (F32's: 2^-24)
+    assert part.lost_and_noise(np.array([[2.0**-9, 2.0**-7]], np.float32))[0] == 1
+
+    save_file({"f.weight": np.ones((1, 2), np.float32)}, str(tmp_path / "model.safetensors"))
+    f = SafetensorsFolder(tmp_path).read("model.f")
+    assert f is not None and f.raw.dtype == np.float32 and not f.raw.flags.writeable
+
+
+def test_gguf_name_of_a_module_llama_cpp_does_not_name(tmp_path: Path) -> None:
+    path = model_gguf(tmp_path)
+    assert GgufModel(path, open_gguf(path)).gguf_name("model.layers.0.no_such_proj") is None
+
+
+def test_a_gguf_weight_gguf_py_cannot_dequantize(tmp_path: Path) -> None:
+    kvs = [kv("general.architecture", STRING, s("llama")),
+           kv("llama.block_count", U32, struct.pack("<I", 1))]
+    path = tmp_path / "i8.gguf"
+    path.write_bytes(gguf(kvs, [tensor("blk.0.attn_q.weight", [3, 8], qtype=I8)], b"\1" * 24))
+    with pytest.raises(FtdiagError) as err:
+        GgufModel(path, open_gguf(path)).read(Q_PROJ)
+    assert (err.value.message, err.value.hint) == (
+        f"cannot dequantize blk.0.attn_q.weight (I8) in {path}: Dequantization for I8 is not yet "
+        "implemented", "gguf-py has no dequantizer for it")
+
+
+I32, F32_VALUE = 5, 6  # GGUF value types INT32 and FLOAT32
+
+
+@pytest.mark.parametrize(("vtype", "payload", "heads"), [
+    (I32, struct.pack("<i", -2), -2),  # a signed count
+    (F32_VALUE, struct.pack("<f", 0.4), 0),  # a fraction: int(0.4) heads
+])
+def test_k_rows_with_a_head_count_kv_below_one(tmp_path: Path, vtype: int, payload: bytes,
+                                               heads: int) -> None:
+    kvs = [kv("general.architecture", STRING, s("llama")),
+           kv("llama.block_count", U32, struct.pack("<I", 1)),
+           kv("llama.attention.head_count", U32, struct.pack("<I", 2)),
+           kv("llama.attention.head_count_kv", vtype, payload)]
+    path = tmp_path / "kv.gguf"
+    path.write_bytes(gguf(kvs, [tensor("blk.0.attn_k.weight", [1, 8])],
+                          np.arange(8, dtype=np.float32).tobytes()))
+    with pytest.raises(FtdiagError) as err:
+        GgufModel(path, open_gguf(path)).read(K_PROJ)
+    assert err.value.message == (f"{path}: blk.0.attn_k.weight has 8 rows, not pairs for each of "
+                                 f"its {heads} attention heads (corrupt metadata?)")
+
+
+def test_quant_half_steps_are_float32_like_the_values() -> None:
+    half = quant_half_step(np.linspace(0, 255, 32, dtype=np.float32), "Q8_0")
+    assert half is not None and half.dtype == np.float32
+
+
+# --- the walk: every count is unsigned, and each bound is the file's size ---
+
+HEAD = b"GGUF" + struct.pack("<I", 3)
+
+
+def test_a_string_length_of_2_to_the_64_minus_1_runs_past_the_end(tmp_path: Path) -> None:
+    raw = HEAD + struct.pack("<QQ", 0, 1) + struct.pack("<Q", 2**64 - 1) + b"\0" * 8
+    assert damaged(tmp_path, raw) == ("a value at byte 24 runs past the end of the file "
+                                      "(truncated?)")
+
+
+def test_an_array_of_2_to_the_63_bytes_runs_past_the_end(tmp_path: Path) -> None:
+    raw = gguf([kv("k", ARRAY, struct.pack("<IQ", 0, 2**63))], [])  # U8 items
+    assert damaged(tmp_path, raw) == ("a value at byte 49 runs past the end of the file "
+                                      "(truncated?)")
+
+
+def test_an_array_item_type_of_2_to_the_31(tmp_path: Path) -> None:
+    raw = gguf([kv("k", ARRAY, struct.pack("<IQ", 2**31, 1))], [])
+    assert damaged(tmp_path, raw) == "unknown metadata value type 2147483648 at byte 49"
+
+
+def test_an_array_of_numbers_longer_than_the_file(tmp_path: Path) -> None:
+    """100 U32 items need 400 bytes; the file holds 40 after the array's header."""
+    raw = gguf([kv("k", ARRAY, struct.pack("<IQ", U32, 100) + b"\0" * 40)], [])
+    assert damaged(tmp_path, raw) == ("a value at byte 49 runs past the end of the file "
+                                      "(truncated?)")
+
+
+def test_a_number_array_is_walked_to_its_end(tmp_path: Path) -> None:
+    """Two U32 items, then a string key: the walk must land on the second key."""
+    two = kv("a", ARRAY, struct.pack("<IQ", U32, 2) + struct.pack("<2I", 7, 8))
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf([two, kv("b", STRING, s("x"))], ONE, b"\0" * 16))
+    fields = gguf_fields(open_gguf(path))
+    assert (fields["a"], fields["b"]) == ([7, 8], "x")
+
+
+def test_an_array_of_empty_strings_may_fill_the_file_to_its_last_byte(tmp_path: Path) -> None:
+    """Each string takes at least its 8-byte length: 3 empty ones in the last 24 bytes fit, a
+    fourth does not."""
+    head = HEAD + struct.pack("<QQ", 0, 1)
+    path = tmp_path / "full.gguf"
+    path.write_bytes(head + kv("k", ARRAY, struct.pack("<IQ", STRING, 3) + s("") * 3))
+    assert gguf_fields(open_gguf(path))["k"] == ["", "", ""]
+    raw = head + kv("k", ARRAY, struct.pack("<IQ", STRING, 2) + s(""))
+    assert damaged(tmp_path, raw) == "an array claims 2 items, more than the file holds"
+
+
+def test_counts_of_2_to_the_63(tmp_path: Path) -> None:
+    assert damaged(tmp_path, gguf([], [], n_kv=2**63)) == (
+        "it claims 9,223,372,036,854,775,808 metadata keys and 0 tensors, more than the file holds")
+    assert damaged(tmp_path, gguf([], [], n_tensors=2**63)) == (
+        "it claims 0 metadata keys and 9,223,372,036,854,775,808 tensors, more than the file holds")
+
+
+def test_counts_at_the_size_bound_are_walked(tmp_path: Path) -> None:
+    """size // 12 keys and size // 24 tensors are not refused up front (a key takes at least
+    13 bytes, a tensor info 24): the walk reads them and stops where the file ends."""
+    keys = HEAD + struct.pack("<QQ", 0, 13) + b"\0" * (156 - 24)  # 156 // 12 = 13 keys
+    assert damaged(tmp_path, keys) == "it ends inside its header (byte 154; truncated?)"
+    infos = HEAD + struct.pack("<QQ", 25, 0) + b"\0" * (600 - 24)  # 600 // 24 = 25 tensors
+    assert damaged(tmp_path, infos) == "it ends inside its header (byte 600; truncated?)"
+
+
+def test_a_value_type_of_2_to_the_31(tmp_path: Path) -> None:
+    assert damaged(tmp_path, gguf([kv("k", 2**31, b"\0" * 8)], [])) == \
+        "unknown metadata value type 2147483648 at byte 37"
+
+
+def test_an_alignment_of_2_to_the_31_puts_the_data_past_the_end(tmp_path: Path) -> None:
+    align = kv("general.alignment", U32, struct.pack("<I", 2**31))
+    assert damaged(tmp_path, gguf([align], ONE, b"\0" * 16)) == (
+        "tensor b'w' (F32 [4]) runs past the end of the file or splits a block (truncated?)")
+
+
+def test_a_tensor_with_2_to_the_31_dimensions(tmp_path: Path) -> None:
+    raw = gguf([], [s("w") + struct.pack("<I", 2**31) + b"\0" * 12])
+    assert damaged(tmp_path, raw) == "a tensor at byte 24 claims 2147483648 dimensions (max 4)"
+
+
+def test_a_tensor_with_four_dimensions_opens(tmp_path: Path) -> None:
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf([], [tensor("w", [1, 1, 1, 4])], b"\0" * 16))
+    assert [t.name for t in open_gguf(path).tensors] == ["w"]
+
+
+def test_a_dimension_or_type_of_2_to_the_63_or_31(tmp_path: Path) -> None:
+    assert damaged(tmp_path, gguf([], [tensor("w", [2**63])], b"\0" * 16)) == (
+        "tensor b'w' (F32 [9223372036854775808]) runs past the end of the file or splits a "
+        "block (truncated?)")
+    assert damaged(tmp_path, gguf([], [tensor("w", [4], qtype=2**31)], b"\0" * 16)) == \
+        "tensor b'w' has unknown type 2147483648"
+
+
+def test_a_tensor_offset_counts_from_the_data_start(tmp_path: Path) -> None:
+    """A tensor at offset 32 needs 32 + 16 bytes of data."""
+    late = [tensor("w", [4], offset=32)]
+    assert damaged(tmp_path, gguf([], late, b"\0" * 47)) == (
+        "tensor b'w' (F32 [4]) runs past the end of the file or splits a block (truncated?)")
+    path = tmp_path / "m.gguf"
+    path.write_bytes(gguf([], late, b"\0" * 32 + np.arange(4, dtype=np.float32).tobytes()))
+    assert open_gguf(path).tensors[0].data.tolist() == [0.0, 1.0, 2.0, 3.0]
