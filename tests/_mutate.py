@@ -12,6 +12,7 @@ carries its reason, and docs/development.md lists them.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -58,6 +59,14 @@ def _results(scratch: Path) -> dict[str, list[str]]:
     return by
 
 
+def _env(scratch: Path) -> dict[str, str]:
+    """mutmut's environment: the session fixtures built once per group run (tests/conftest.py),
+    in a fresh folder inside the scratch copy, and the unit tests run first."""
+    cache = scratch / "fixture-cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    return {**os.environ, "FTDIAG_TEST_FIXTURE_CACHE": str(cache), "FTDIAG_TEST_UNITS_FIRST": "1"}
+
+
 def run_group(name: str, work: Path, survivors: bool = False) -> dict[str, list[str]]:
     """Mutate one group in a scratch copy; mutant names by status.
 
@@ -74,7 +83,7 @@ def run_group(name: str, work: Path, survivors: bool = False) -> dict[str, list[
         again = last.get("survived", []) + last.get("no tests", [])
         if again:
             subprocess.run([str(MUTMUT), "run", "--max-children", "1", *again], cwd=scratch,
-                           check=False)
+                           env=_env(scratch), check=False)
         return _print_survivors(scratch, _results(scratch))
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -89,7 +98,8 @@ def run_group(name: str, work: Path, survivors: bool = False) -> dict[str, list[
                'pytest_add_cli_args = ["-p", "no:cacheprovider", "-m", "not slow"]\n'
                'also_copy = ["examples"]\n')
     (scratch / "pyproject.toml").write_text(config, encoding="utf-8")
-    subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=scratch, check=False)
+    subprocess.run([str(MUTMUT), "run", "--max-children", "1"], cwd=scratch, env=_env(scratch),
+                   check=False)
     return _print_survivors(scratch, _results(scratch))
 
 
