@@ -11,6 +11,8 @@ from _adapter_fixtures import copy_adapter, double_prefix, rewrite, scale_b, zer
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from ftdiag import audit_model, check_adapter
+from ftdiag.adapters.runtime import audit_runtime
+from ftdiag.generation.arms import Arm
 from ftdiag.model.load import load_base
 
 
@@ -36,6 +38,11 @@ def test_healthy_adapter_passes_every_runtime_check(pair: tuple[Path, Path]) -> 
     assert probe["max_abs_diff"] > 1e-2 and probe["prompts"] >= 3
     assert all(line.value for line in report.details.runtime.status
                if line.name != "merged")
+    # the fast path was measured against R005's logits of both arms, on every probe
+    fast = report.details.runtime.fast_path
+    assert fast.used and fast.gap is not None and fast.gap <= fast.tolerance
+    assert f" of {probe['prompts']} prompts and a decoding step vs disable_adapter() and the " \
+        "adapter on each prompt alone: " in fast.reason
 
 
 def test_static_only_does_not_load_the_model(pair: tuple[Path, Path]) -> None:
@@ -133,6 +140,27 @@ def test_clean_second_base_is_not_r004(pair: tuple[Path, Path]) -> None:
     assert r004.status == "pass"
 
 
+def test_a_separate_base_arm_is_probed_against_the_active_adapter(tiny_llama: Path,
+                                                                   trained_adapter: Path) -> None:
+    """R004 with a second, clean base: its logits on the first probe vs the adapter's (loaded
+    under the name 'tuned', so only the active adapter's name can run it)."""
+    base = load_base(tiny_llama)
+    model = PeftModel.from_pretrained(base.model, str(trained_adapter), adapter_name="tuned")
+    clean, tok = load_base(tiny_llama).model, base.tokenizer
+    audit = audit_runtime(model.eval(), clean, tok, ["Title: Mug", "Title: Pan"])
+    r004 = next(c for c in audit.report.checks if c.code == "R004")
+    enc = tok("Title: Mug", return_tensors="pt")
+    with torch.inference_mode():
+        gap = float((clean(**enc).logits[0] - model(**enc).logits[0]).abs().max())
+    assert gap > 1e-2
+    assert r004.status == "pass" and r004.evidence["path"] == "separate model"
+    assert r004.evidence["max_abs_diff"] == pytest.approx(gap, rel=1e-5)
+    assert r004.message == f"base arm is the base model: LoRA off, max |Δlogit| vs adapter " \
+                           f"{r004.evidence['max_abs_diff']:.3g}"
+    assert audit.base_arm == Arm("base", clean, None)
+    assert audit.adapter_arm == Arm("adapter", model, "tuned")
+
+
 def test_zero_b_adapter_has_no_output_effect_r005(pair: tuple[Path, Path], tmp_path: Path) -> None:
     adapter = rewrite(copy_adapter(pair[1], tmp_path / "a"), zero_b)
     report = check_adapter(adapter, pair[0])
@@ -213,6 +241,10 @@ def test_merged_adapter_skips_the_probe_and_says_merged(pair: tuple[Path, Path])
     assert r005.status == "skip" and "merged" in r005.message
     merged = next(ln for ln in report.details.runtime.status if ln.name == "merged")
     assert merged.value is True and report.codes() == set()
+    # no base arm to compare: the fast path is measured on the adapter's logits alone
+    fast = report.details.runtime.fast_path
+    assert fast.used and fast.gap is not None and fast.gap <= fast.tolerance
+    assert " prompts and a decoding step vs the adapter on each prompt alone: " in fast.reason
 
 
 def test_audit_model_uses_the_probes_and_tolerance_given(tiny_llama: Path,

@@ -6,6 +6,7 @@ state it reads as a plain dict or small object, so every branch and its words ar
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,17 +19,22 @@ from ftdiag.adapters.details import RuntimeDetails, StatusLine
 from ftdiag.adapters.probe import DiskMatch, ProbeResult
 from ftdiag.adapters.runtime import (
     _active,
+    _base_arm,
     _effect,
+    _fast_path,
     _injected,
     _on_disk,
     _pad_is_eos,
+    _peft_status,
+    _probe_base_arm,
     _probe_effect,
     _sampling,
     _status_lines,
     _train_mode,
 )
 from ftdiag.findings import Finding
-from ftdiag.generation.arms import GenSettings
+from ftdiag.generation.arms import Arm, FastPath, GenSettings
+from ftdiag.model.live import BASE, lora_layers
 
 LAYERS: list[tuple[str, Any]] = [("a", None), ("b", None)]
 GOOD = DiskMatch("default", [], [], 0.0, 4)
@@ -292,3 +298,134 @@ def test_r008_a_generation_config_without_the_fields_is_read_with_defaults() -> 
     assert _sampling(only, None, None) == Finding(
         "R008", "warn", "generation_config.do_sample=True (temperature=None, top_p=None)",
         "pass do_sample=False for A/B comparisons", {"temperature": None})
+
+
+# --- R004, the fast path, peft status: a PEFT model around Tiny (one LoRA layer on `lin`) ---
+
+def peft_tiny(b: float = 0.0, name: str = "default") -> Any:
+    """Tiny with a LoRA layer on `lin` (PeftModel), its lora_B filled with b; eval mode."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(Tiny(), LoraConfig(r=1, target_modules=["lin"]), adapter_name=name)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_B." in n:
+                p.fill_(b)
+    return model.eval()
+
+
+def logits(base: list[float], adapter: list[float]) -> ProbeResult:
+    """R005's reference logits for one prompt: adapters off (base) and on."""
+    return ProbeResult(0.0, 0.0, 0, 1, off=[torch.tensor(base)], on=[torch.tensor(adapter)])
+
+
+CONTAMINATED = ("PEFT injected the adapter in place, so base-vs-adapter would compare the "
+                "adapter with itself")
+R004_HINT = ("load a second, clean base for comparisons, or use `with model.disable_adapter():` "
+             "as the base arm (ftdiag did)")
+NOT_USED = ("ftdiag's fast path differed from its reference path (max |Δlogit| 0.5), so this run "
+            "used the reference path (each arm alone, disable_adapter() for the base, HF "
+            "generate): why")
+
+
+def test_r004_skips_without_layers_and_the_base_arm_is_the_adapters_off() -> None:
+    plain = Tiny()
+    assert _base_arm(plain, None, object(), ["p"], [], "s", FastPath()) == (
+        Finding("R004", "skip", "skipped: no LoRA layers (R001)"), Arm("base", plain, BASE))
+
+
+def test_r004_without_a_tokenizer_or_probe_judges_the_base_object_alone() -> None:
+    model = peft_tiny(1.0)
+    layers = lora_layers(model)
+    assert len(layers) == 1
+    off = Arm("base", model, BASE)
+    skip = Finding("R004", "skip", "skipped: no tokenizer to probe the base arm")
+    assert _base_arm(model, None, None, ["p"], layers, "s", FastPath()) == (skip, off)
+    assert _base_arm(model, None, object(), [], layers, "s", FastPath()) == (skip, off)
+    clean = Tiny()
+    assert _base_arm(model, clean, None, [], layers, "s", FastPath()) == (
+        Finding("R004", "pass", "the base object carries no LoRA layers"),
+        Arm("base", clean, None))
+
+
+@pytest.mark.parametrize("which", ["inner", "model"])
+def test_r004_the_adapter_models_own_base_is_replaced_by_adapters_off(which: str) -> None:
+    model = peft_tiny(1.0)
+    base = model.get_base_model() if which == "inner" else model
+    expected = Finding(
+        "R004", "fail", f"the 'base' object is the adapter model's own base module: "
+        f"{CONTAMINATED}", R004_HINT,
+        {"lora_layers": 1, "same_object": True, "replaced_by": "disable_adapter"})
+    layers = lora_layers(model)
+    off = Arm("base", model, BASE)
+    assert _base_arm(model, base, None, [], layers, "s", FastPath()) == (expected, off)
+    # with a tokenizer too: found before any probe runs (the tokenizer is never called)
+    assert _base_arm(model, base, object(), ["p"], layers, "s", FastPath()) == (expected, off)
+
+
+def test_r004_a_second_model_carrying_lora_is_contaminated_too() -> None:
+    model, other = peft_tiny(1.0), peft_tiny(1.0)
+    found, arm = _base_arm(model, other, object(), ["p"], lora_layers(model), "s", FastPath())
+    assert found == Finding(
+        "R004", "fail", f"the 'base' object carries 1 LoRA layers: {CONTAMINATED}", R004_HINT,
+        {"lora_layers": 1, "same_object": False, "replaced_by": "disable_adapter"})
+    assert arm == Arm("base", model, BASE)
+
+
+def test_r004_probes_the_adapters_off_arm_on_r005s_logits() -> None:
+    model = peft_tiny(1.0).train()
+    found, arm = _base_arm(model, None, object(), ["p"], lora_layers(model),
+                           logits([0.0, 1.0], [0.0, 3.0]), FastPath())
+    assert found == Finding(
+        "R004", "pass", "base arm is the base model: LoRA off, max |Δlogit| vs adapter 2", "",
+        {"path": "disable_adapter()", "max_abs_diff": 2.0, "fast_path": True,
+         "fast_path_gap": None})
+    assert arm == Arm("base", model, BASE)
+    assert model.training  # probed under preserved_state: the mode is given back
+
+
+def test_r004_fails_when_the_base_arm_returns_the_adapters_logits() -> None:
+    same = logits([0.5, 1.0], [0.5, 1.0])
+    off = Arm("base", None, BASE)
+    assert _probe_base_arm(peft_tiny(1.0), off, None, "p", same, FastPath()) == Finding(
+        "R004", "fail", "the base arm returns exactly the adapter's logits although lora_B is "
+        "non-zero: it is not the base model", "", {"max_abs_diff": 0.0})
+    # lora_B all zero: the adapter is the base model, so equal logits are right
+    found = _probe_base_arm(peft_tiny(0.0), off, None, "p", same, FastPath())
+    assert found.status == "pass" and found.evidence["max_abs_diff"] == 0.0
+    assert found.message == "base arm is the base model: LoRA off, max |Δlogit| vs adapter 0"
+
+
+def test_r004_says_when_the_fast_path_was_not_used() -> None:
+    fast = FastPath(False, 0.5, 1e-3, "why")
+    found = _probe_base_arm(peft_tiny(1.0), Arm("base", None, BASE), None, "p",
+                            logits([0.0, 0.0], [0.25, 0.0]), fast)
+    assert found == Finding(
+        "R004", "pass", f"base arm is the base model: LoRA off, max |Δlogit| vs adapter 0.25 "
+        f"({NOT_USED})", "", {"path": "disable_adapter()", "max_abs_diff": 0.25,
+                              "fast_path": False, "fast_path_gap": 0.5})
+
+
+def test_the_fast_path_is_not_measured_without_layers_a_tokenizer_or_probes() -> None:
+    never = FastPath(reason="not measured: no LoRA layers or no tokenizer")
+    assert never.used and never.gap is None  # the defaults: generate on the fast path
+    assert _fast_path(None, object(), ["p"], [], "s") == never
+    assert _fast_path(None, None, ["p"], LAYERS, "s") == never
+    assert _fast_path(None, object(), [], LAYERS, "s") == never
+    assert _fast_path(None, object(), None, LAYERS, "s") == never
+
+
+def test_peft_status_of_a_plain_module_is_empty(caplog: pytest.LogCaptureFixture) -> None:
+    from peft.peft_model import get_model_status
+
+    with pytest.raises(ValueError) as no_layers:  # peft: no adapter layers
+        get_model_status(Tiny())
+    caplog.set_level(logging.DEBUG, logger="ftdiag.adapters.runtime")
+    assert _peft_status(Tiny()) == {}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"get_model_status failed: {no_layers.value}"]
+    assert _peft_status(object()) == {}  # no parameters at all (AttributeError)
+    st = _peft_status(peft_tiny(1.0, name="tuned"))
+    assert (st["enabled"], st["active_adapters"], st["merged_adapters"],
+            st["available_adapters"]) == (True, ["tuned"], [], ["tuned"])
