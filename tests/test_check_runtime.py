@@ -258,3 +258,27 @@ def test_audit_model_uses_the_probes_and_tolerance_given(tiny_llama: Path,
     assert report.details.runtime.probe["prompts"] == 1
     r004 = next(c for c in report.checks if c.code == "R004")
     assert r004.status == "pass" and r004.evidence["path"] == "disable_adapter()"
+
+
+def test_an_adapter_loaded_by_transformers_is_audited(tiny_llama: Path,
+                                                      trained_adapter: Path) -> None:
+    """transformers' own `model.load_adapter` (no PeftModel, no `active_adapter` attribute):
+    the R checks run on it as on a PeftModel, R004 on the adapters switched off."""
+    base = load_base(tiny_llama)
+    base.model.load_adapter(str(trained_adapter))
+    model = base.model.eval()
+    assert not hasattr(model, "active_adapter") and not isinstance(model, PeftModel)
+    report = audit_model(model, tokenizer=base.tokenizer, probes=["Title: Mug"])
+    checks = {c.code: c for c in report.checks}
+    assert checks["R005"].status == "pass" and checks["R005"].evidence["max_abs_diff"] > 1e-2
+    assert checks["R004"].status == "pass"
+    assert checks["R004"].evidence["path"] == "disable_adapter()"
+    assert checks["R004"].evidence["max_abs_diff"] == checks["R005"].evidence["max_abs_diff"]
+    # no get_base_model() either: a clean second base is probed, the model itself is refused
+    clean = load_base(tiny_llama).model
+    r004 = next(c for c in audit_model(model, base=clean, tokenizer=base.tokenizer,
+                                       probes=["Title: Mug"]).checks if c.code == "R004")
+    assert r004.status == "pass" and r004.evidence["path"] == "separate model"
+    own = next(c for c in audit_model(model, base=model, tokenizer=base.tokenizer).checks
+               if c.code == "R004")
+    assert own.status == "fail" and own.evidence["same_object"] is True

@@ -106,6 +106,13 @@ def test_r005_fails_at_or_below_the_tolerance_and_on_nan(diff: float) -> None:
     assert found.hint == ("the adapter as loaded does nothing observable: see the A/R findings "
                           "above for why")
     assert set(found.evidence) == {"max_abs_diff", "mean_kl", "greedy_changed"}
+    assert (found.evidence["mean_kl"], found.evidence["greedy_changed"]) == (0.25, 1)
+    assert found.evidence["max_abs_diff"] == diff or diff != diff  # NaN: itself, unequal
+
+
+def test_r005_fail_evidence_is_the_probe() -> None:
+    found = _effect(ProbeResult(5e-5, 0.125, 2, 3), RuntimeDetails([], 2), 1e-4)
+    assert found.evidence == {"max_abs_diff": 5e-5, "mean_kl": 0.125, "greedy_changed": 2}
 
 
 def test_r005_skip_carries_its_reason() -> None:
@@ -147,6 +154,13 @@ def test_r006_reports_the_closest_adapter_with_dropped_and_differing() -> None:
         "get_peft_model adapter instead of PeftModel.from_pretrained",
         {"dropped": ["k1"], "differing": [f"t{i}" for i in range(20)], "max_diff": 0.125})
     assert _on_disk([far], "dir", LAYERS).evidence["dropped"] == [f"d{i}" for i in range(20)]
+
+
+def test_r006_the_closest_adapter_counts_dropped_and_differing_together() -> None:
+    dropped = DiskMatch("dropped", ["k1", "k2"], [], 0.0, 4)
+    differing = DiskMatch("differing", [], [f"t{i}" for i in range(5)], 0.5, 9)
+    assert _on_disk([differing, dropped], "dir", LAYERS).message == \
+        "adapter 'dropped': 2 file tensors missing from the model (e.g. k1)"
 
 
 def test_r006_with_nothing_compared_says_so() -> None:
@@ -201,9 +215,17 @@ def test_r009_passes_on_a_distinct_or_missing_pad_and_skips_without_a_tokenizer(
     assert _pad_is_eos(None, None) == Finding("R009", "skip", "skipped: no tokenizer")
 
 
-def test_r009_a_broken_adapter_tokenizer_falls_back_to_the_base(tmp_path: Path) -> None:
+def test_r009_a_broken_adapter_tokenizer_falls_back_to_the_base(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from transformers import AutoTokenizer
+
     (tmp_path / "tokenizer_config.json").write_text("{broken")
+    with pytest.raises(Exception) as broken:  # whatever transformers raises on it
+        AutoTokenizer.from_pretrained(str(tmp_path))
+    caplog.set_level(logging.DEBUG, logger="ftdiag.adapters.runtime")
     assert _pad_is_eos(tokenizer(2, 2), tmp_path).message.startswith("base tokenizer: ")
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot load adapter tokenizer: {broken.value}"]
 
 
 # --- R003, R001, status lines ---
@@ -429,3 +451,54 @@ def test_peft_status_of_a_plain_module_is_empty(caplog: pytest.LogCaptureFixture
     st = _peft_status(peft_tiny(1.0, name="tuned"))
     assert (st["enabled"], st["active_adapters"], st["merged_adapters"],
             st["available_adapters"]) == (True, ["tuned"], [], ["tuned"])
+
+
+def test_r008_greedy_settings_name_what_they_override_from_generation_config() -> None:
+    own = SimpleNamespace(do_sample=True, temperature=0.7, top_p=None, eos_token_id=3)
+    model = SimpleNamespace(generation_config=own)
+    found = _sampling(model, tokenizer(0, 3), GenSettings())
+    assert found == Finding(
+        "R008", "pass", "greedy decoding, num_beams=1 (overrode {'do_sample': True, "
+        "'temperature': 0.7} from generation_config.json)", "",
+        {"overridden": {"do_sample": True, "temperature": 0.7}})
+    plain = SimpleNamespace(generation_config=SimpleNamespace(eos_token_id=3))
+    assert _sampling(plain, tokenizer(0, 3), GenSettings()) == Finding(
+        "R008", "pass", "greedy decoding, num_beams=1", "", {"overridden": {}})
+
+
+def test_status_lines_an_irregular_active_set_is_not_active() -> None:
+    model = SimpleNamespace(training=False)
+    assert _status_lines(model, {"active_adapters": "irregular"}, [], None)[2] == StatusLine(
+        "active adapters", False, "irregular")
+    assert _status_lines(model, {"active_adapters": []}, [], None)[2] == StatusLine(
+        "active adapters", False, "[]")
+
+
+def test_r003_lists_at_most_ten_dropout_modules_and_counts_all() -> None:
+    model = nn.Sequential(*[nn.Dropout(0.1) for _ in range(12)]).train()
+    found = _train_mode(model, False)
+    assert found.evidence == {"training": True, "dropout_modules": [str(i) for i in range(10)],
+                              "count": 12}
+    assert found.message == "model.training=True, 12 dropout modules active (e.g. 0)"
+
+
+class EmbeddingLora(nn.Module):
+    """Named like PEFT's LoRA on an embedding: `emb.lora_embedding_B.default`, and no lora_B."""
+
+    def __init__(self, b: float) -> None:
+        super().__init__()
+        self.emb = nn.Module()
+        self.emb.lora_embedding_B = nn.ParameterDict({"default": nn.Parameter(torch.full(
+            (1, 2), b))})
+
+
+def test_r001_an_embedding_lora_b_counts_as_lora_b() -> None:
+    assert _injected(EmbeddingLora(0.0), LAYERS, []).status == "fail"
+    assert _injected(EmbeddingLora(0.5), LAYERS, []) == Finding(
+        "R001", "pass", "2 LoRA layers injected", "", {"lora_layers": 2})
+
+
+def test_r001_a_tuner_without_lora_b_is_not_judged_on_it() -> None:
+    """Layers of another tuner (IA3, LoHa): no lora_B parameter to be zero, so injected."""
+    assert _injected(Tiny(), LAYERS, []) == Finding(
+        "R001", "pass", "2 LoRA layers injected", "", {"lora_layers": 2})
