@@ -69,6 +69,36 @@ def test_write_json_roundtrip(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": 1}
 
 
+def test_runs_sharing_the_cache_convert_a_gguf_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    from ftdiag.model import load
+
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    calls: list[Path] = []
+
+    def slow_convert(_: Path, out: Path) -> None:  # the conversion's own output, written late
+        calls.append(out)
+        time.sleep(0.3)
+        with atomic_dir(out) as tmp:
+            (tmp / "config.json").write_text("{}")
+
+    monkeypatch.setattr(load, "_convert_gguf", slow_convert)
+    got: list[Path] = []
+    runs = [threading.Thread(target=lambda: got.append(load.gguf_to_hf_dir(gguf)))
+            for _ in range(3)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join()
+    assert len(calls) == 1 and len(set(got)) == 1 and len(got) == 3
+    assert (got[0] / "config.json").read_text() == "{}"
+
+
 def test_tiny_base_loads_in_eval_mode(tiny_llama: Path) -> None:
     base = load_base(tiny_llama)
     assert not base.model.training

@@ -109,7 +109,14 @@ def gguf_to_hf_dir(gguf: Path) -> Path:
     key = hashlib.sha1(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()
     name = EMBEDDED_NAME if gguf.name == EMBEDDED_GGUF else gguf.stem
     out = cache_dir() / f"{name}-{key[:10]}"
-    if not (out / "config.json").is_file():
+    if (out / "config.json").is_file():
+        return out
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out.with_name(f".{out.name}.lock")):  # two runs at once: one converts
+        if (out / "config.json").is_file():
+            return out
         try:
             _convert_gguf(gguf, out)
         except FtdiagError:
