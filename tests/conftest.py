@@ -85,6 +85,19 @@ def _isolated_cache(
 
 
 @pytest.fixture(autouse=True)
+def _fresh_consoles() -> None:
+    """Each test's CLI runs build their own rich consoles (a console reads COLUMNS when built).
+
+    The CLI keeps one console per process; without this, a test's width would be the one of
+    whichever test ran first in that pytest worker.
+    """
+    from ftdiag.render import console
+
+    console.out.cache_clear()
+    console.err.cache_clear()
+
+
+@pytest.fixture(autouse=True)
 def _cli_never_crashes(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every CLI run in the tests fails its test on an uncaught exception.
 
