@@ -28,11 +28,19 @@ demo: $(STAMP)
 demo-fast: $(STAMP)
 	$(BIN)/ftdiag demo --fast
 
-test: $(STAMP) llama-cpp test-lowest
-	$(BIN)/python -m pytest -q --durations=20
+# llama-server builds in a niced background process from the first second, beside the installs
+# and the low-end suite; tests/test_llamacpp.py waits for it. Two pytest workers (pytest-xdist),
+# one test file each at a time (module fixtures are built once), one torch thread each (two
+# processes' spinning OpenMP threads on 2 cores slow each other down).
+XDIST := -n 2 --dist loadfile
+test:
+	$(PY) tests/_llamacpp.py build --background
+	$(MAKE) $(STAMP)
+	$(MAKE) test-lowest
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) --durations=20
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 # The fast suite again, in its own venv, at the lowest versions pyproject.toml declares
 # (constraints/lowest.txt pins each floor); `make test` runs it before the full suite. The
@@ -51,7 +59,7 @@ $(LOW)/.installed: pyproject.toml constraints/lowest.txt
 	touch $@
 
 test-lowest: $(LOW)/.installed
-	$(LOW)/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
+	OMP_NUM_THREADS=1 $(LOW)/bin/python -m pytest -q $(XDIST) -p no:cacheprovider -m "not slow" \
 		--ignore tests/test_arch_sweep.py \
 		--deselect tests/test_abtest_distributed.py::test_ab_test_two_processes_equal_one \
 		--deselect tests/test_abtest_distributed.py::test_doctor_two_processes_equal_one
