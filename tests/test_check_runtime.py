@@ -143,7 +143,7 @@ def test_clean_second_base_is_not_r004(pair: tuple[Path, Path]) -> None:
 def test_a_separate_base_arm_is_probed_against_the_active_adapter(tiny_llama: Path,
                                                                    trained_adapter: Path) -> None:
     """R004 with a second, clean base: its logits on the first probe vs the adapter's (loaded
-    under the name 'tuned', so only the active adapter's name can run it)."""
+    under the name 'tuned': no adapter is called 'default')."""
     base = load_base(tiny_llama)
     model = PeftModel.from_pretrained(base.model, str(trained_adapter), adapter_name="tuned")
     clean, tok = load_base(tiny_llama).model, base.tokenizer
@@ -258,6 +258,25 @@ def test_audit_model_uses_the_probes_and_tolerance_given(tiny_llama: Path,
     assert report.details.runtime.probe["prompts"] == 1
     r004 = next(c for c in report.checks if c.code == "R004")
     assert r004.status == "pass" and r004.evidence["path"] == "disable_adapter()"
+
+
+def test_r004_with_a_separate_base_leaves_several_active_adapters_active(
+        tiny_llama: Path, trained_adapter: Path, tmp_path: Path) -> None:
+    """Two adapters active at once: R004's adapter side is the model as it is (both), as R005's,
+    and the audit leaves both active (it once ran set_adapter(active_adapter), keeping one)."""
+    other = rewrite(copy_adapter(trained_adapter, tmp_path / "other"), scale_b(-3.0))
+    model, _, tok = loaded(tiny_llama, trained_adapter)
+    model.load_adapter(str(other), adapter_name="other")
+    model.base_model.set_adapter(["default", "other"])
+    clean = load_base(tiny_llama).model
+    enc = tok("Title: Mug", return_tensors="pt")
+    with torch.inference_mode():
+        gap = float((clean(**enc).logits[0] - model(**enc).logits[0]).abs().max())
+    report = audit_model(model, base=clean, tokenizer=tok, probes=["Title: Mug"])
+    r004 = next(c for c in report.checks if c.code == "R004")
+    assert r004.status == "pass" and r004.evidence["path"] == "separate model"
+    assert r004.evidence["max_abs_diff"] == pytest.approx(gap, rel=1e-5)
+    assert model.get_model_status().active_adapters == ["default", "other"]
 
 
 def test_an_adapter_loaded_by_transformers_is_audited(tiny_llama: Path,

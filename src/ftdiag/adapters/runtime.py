@@ -236,12 +236,12 @@ def _probe_base_arm(model: Any, arm: Arm, tokenizer: Any, probe: str, probed: Pr
     """
     from ftdiag.generation.metrics import logit_gap
 
-    adapter_name = str(getattr(model, "active_adapter", "default"))
     if arm.adapter == BASE and isinstance(probed, ProbeResult) and probed.off:
         got_base, got_adapter = probed.off[0], probed.on[0]
-    else:
+    else:  # the adapter side as R005's: the model as it is (no set_adapter, which would narrow
+        # several active adapters to one, and leave them so)
         got_base = prompt_logits(arm, tokenizer, [probe])[0]
-        got_adapter = prompt_logits(Arm("adapter", model, adapter_name), tokenizer, [probe])[0]
+        got_adapter = prompt_logits(Arm("adapter", model, None), tokenizer, [probe])[0]
     gap = logit_gap([got_base], [got_adapter])
     if lora_b_nonzero(model) and gap.max_abs == 0.0:
         return finding("R004", "the base arm returns exactly the adapter's logits although "
